@@ -1,0 +1,39 @@
+"""Where concept images live: --data-dir, then $TLORA_BENCH_DATA, then the per-user cache folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tlora_bench.errors import TloraBenchError
+
+DATA_ENV = "TLORA_BENCH_DATA"
+CACHE_ENV = "TLORA_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """$TLORA_BENCH_CACHE, else $XDG_CACHE_HOME/tlora-bench, else ~/.cache/tlora-bench."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tlora-bench"
+
+
+def download_dir(dataset: str = "dreambooth") -> Path:
+    """Where `tlora-bench concepts download` unpacks a dataset."""
+    return cache_dir() / "datasets" / dataset
+
+
+def resolve_data_root(data_dir: str | Path | None = None, dataset: str = "dreambooth") -> Path:
+    """The data folder to read concept images from, checked to exist; the error says where it came from."""
+    if data_dir:
+        path, origin = Path(data_dir).expanduser(), "--data-dir"
+    elif os.environ.get(DATA_ENV):
+        path, origin = Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    else:
+        path, origin = download_dir(dataset), "the download cache"
+    if not path.is_dir():
+        raise TloraBenchError(
+            f"data folder '{path}' (from {origin}) does not exist; run `tlora-bench concepts download`, "
+            f"or pass --data-dir / set {DATA_ENV} to a copy of the {dataset} dataset")
+    return path

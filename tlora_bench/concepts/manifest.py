@@ -1,0 +1,222 @@
+"""Concept manifests: the bundled DreamBooth one and users' own, parsed and validated the same way.
+
+A manifest is a TOML file with an optional `[dataset]` table, optional named `[sets]` and a list of
+`[[concepts]]`. Concept ids become folder names of results, so they are restricted to safe characters.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
+from tlora_bench.fileio import read_toml
+
+# Letters, digits, '_', '-', '.', starting with a letter or digit: no '/', no '..', nothing absolute.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MASK_SUFFIX = "_mask.png"
+
+_DATASET_KEYS = {"name", "description", "homepage", "license", "archive_url", "archive_root",
+                 "archive_sha256", "default_set", "root"}
+_CONCEPT_KEYS = {"id", "class_word", "live", "train_image", "images", "source", "license", "folder"}
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One subject to personalize: a folder of images, one of which is the training image."""
+
+    id: str
+    class_word: str  # the class noun that follows the token V* in prompts ("sks dog")
+    live: bool  # live subjects (pets) take the paper's live prompt set, others the object set
+    train_image: str  # file name of the single training image (REFERENCE.md section 7)
+    images: tuple[str, ...]  # every image of the subject: the real set for IS and DINO-IS
+    source: str = ""
+    license: str = ""
+    folder: str = ""  # relative to the data root, or absolute (user manifests); default: the id
+
+    def dir(self, data_root: Path | None) -> Path:
+        folder = Path(self.folder or self.id)
+        if folder.is_absolute():
+            return folder
+        if data_root is None:
+            raise TloraBenchError(f"concept '{self.id}' lives under the data folder, but none was given; "
+                                  "pass --data-dir or set TLORA_BENCH_DATA")
+        return Path(data_root) / folder
+
+    def image_paths(self, data_root: Path | None) -> list[Path]:
+        return [self.dir(data_root) / name for name in self.images]
+
+    def train_image_path(self, data_root: Path | None) -> Path:
+        return self.dir(data_root) / self.train_image
+
+    def mask_path(self, data_root: Path | None, image: str | None = None) -> Path | None:
+        """The ground-truth mask of an image (default: the training image), or None when absent."""
+        stem = Path(image or self.train_image).stem
+        path = self.dir(data_root) / f"{stem}{MASK_SUFFIX}"
+        return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest: its concepts in file order, its named sets, and where its data comes from."""
+
+    name: str
+    path: Path
+    concepts: Mapping[str, Concept]
+    sets: Mapping[str, tuple[str, ...]]
+    default_set: str
+    dataset: Mapping[str, str]  # the [dataset] table: homepage, license, archive_url, ...
+
+    def get(self, concept_id: str) -> Concept:
+        if concept_id not in self.concepts:
+            raise unknown_name_error("concept", concept_id, self.concepts)
+        return self.concepts[concept_id]
+
+    def select(self, spec: str | None = None) -> list[Concept]:
+        """Concepts named by a set name, or by comma-separated ids and set names; None: the default set."""
+        names = [s.strip() for s in (spec or self.default_set).split(",") if s.strip()]
+        if not names:
+            raise TloraBenchError("no concepts selected; name a set (e.g. dreambooth25) or concept ids")
+        chosen: dict[str, Concept] = {}
+        for name in names:
+            if name in self.sets:
+                chosen.update((cid, self.concepts[cid]) for cid in self.sets[name])
+            elif name in self.concepts:
+                chosen[name] = self.concepts[name]
+            else:
+                raise unknown_name_error("concept or concept set", name, [*self.concepts, *self.sets])
+        return list(chosen.values())
+
+
+def _fail(path: Path, where: str, message: str) -> TloraBenchError:
+    return TloraBenchError(f"{path}: {where}{message}")
+
+
+def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise _fail(path, where, f"unknown key '{key}'{did_you_mean(key, allowed)}")
+
+
+def _safe_name(path: Path, where: str, what: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
+        raise _fail(path, where, f"{what} {value!r} is not a safe name: use letters, digits, '_', '-', '.', "
+                                 "starting with a letter or digit, with no '/' or '..'")
+    return value
+
+
+def _list_images(folder: Path) -> tuple[str, ...]:
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in folder.iterdir()
+                        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(MASK_SUFFIX)))
+
+
+def _parse_concept(path: Path, raw: Any, base_dir: Path | None) -> Concept:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "", "each [[concepts]] entry must be a table")
+    cid = _safe_name(path, "", "concept id", raw.get("id"))
+    where = f"concept '{cid}': "
+    _check_keys(path, where, raw, _CONCEPT_KEYS)
+    class_word = raw.get("class_word")
+    if not isinstance(class_word, str) or not class_word.strip():
+        raise _fail(path, where, "'class_word' is required: the class noun, e.g. class_word = \"dog\"")
+    live = raw.get("live", False)
+    if not isinstance(live, bool):
+        raise _fail(path, where, f"'live' must be true or false, got {live!r}")
+    folder = str(raw.get("folder", cid))
+    if base_dir is not None:  # user manifests: folders are relative to the manifest (or its root)
+        folder = str((base_dir / folder).resolve())
+    images = raw.get("images")
+    if images is None and base_dir is not None:
+        images = _list_images(Path(folder))
+        if not images:
+            raise _fail(path, where, f"no images found in '{folder}'; put the concept's images there "
+                                     "or list them with images = [...]")
+    if not isinstance(images, (list, tuple)) or not images:
+        raise _fail(path, where, "'images' must be a non-empty list of file names")
+    images = tuple(_safe_name(path, where, "image file name", name) for name in images)
+    if len(set(images)) != len(images):
+        raise _fail(path, where, "'images' lists a file twice")
+    train_image = raw.get("train_image", images[0])
+    if train_image not in images:
+        raise _fail(path, where, f"train_image '{train_image}' is not one of its images {list(images)}")
+    return Concept(id=cid, class_word=class_word.strip(), live=live, train_image=train_image, images=images,
+                   source=str(raw.get("source", "")), license=str(raw.get("license", "")), folder=folder)
+
+
+def _parse_sets(path: Path, raw: Any, ids: list[str]) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "", "[sets] must be a table of set name = \"all\" | [ids] | {exclude = [ids]}")
+    sets: dict[str, tuple[str, ...]] = {}
+    for name, spec in raw.items():
+        _safe_name(path, "", "set name", name)
+        if spec == "all":
+            named, members = [], list(ids)
+        elif isinstance(spec, list):
+            named = members = list(spec)
+        elif isinstance(spec, Mapping) and set(spec) == {"exclude"}:
+            named = list(spec["exclude"])
+            members = [cid for cid in ids if cid not in named]
+        else:
+            raise _fail(path, f"set '{name}': ", "must be \"all\", a list of ids or {exclude = [ids]}")
+        for cid in named:
+            if cid not in ids:
+                raise _fail(path, f"set '{name}': ", f"unknown concept '{cid}'{did_you_mean(cid, ids)}")
+        sets[name] = tuple(members)
+    return sets
+
+
+def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
+    """Parse and validate a manifest. `user` manifests resolve folders relative to the file."""
+    path = Path(path)
+    raw = read_toml(path)
+    _check_keys(path, "", raw, {"dataset", "sets", "concepts"})
+    dataset = raw.get("dataset", {})
+    _check_keys(path, "[dataset]: ", dataset, _DATASET_KEYS)
+    base_dir = (path.parent / dataset.get("root", ".")).resolve() if user else None
+    entries = raw.get("concepts")
+    if not isinstance(entries, list) or not entries:
+        raise _fail(path, "", "no concepts: add at least one [[concepts]] entry with id, class_word, images")
+    concepts: dict[str, Concept] = {}
+    for entry in entries:
+        concept = _parse_concept(path, entry, base_dir)
+        if concept.id in concepts:
+            raise _fail(path, "", f"duplicate concept id '{concept.id}'; every id must be unique")
+        concepts[concept.id] = concept
+    sets = _parse_sets(path, raw.get("sets", {}), list(concepts))
+    overlap = set(sets) & set(concepts)
+    if overlap:
+        raise _fail(path, "", f"set name '{sorted(overlap)[0]}' is also a concept id; rename one of them")
+    name = _safe_name(path, "[dataset]: ", "name", dataset.get("name", path.stem))
+    if not sets:  # a user manifest without [sets]: one set, named after the manifest, of every concept
+        sets[name] = tuple(concepts)
+    default_set = dataset.get("default_set", name)
+    if default_set not in sets:
+        raise _fail(path, "[dataset]: ", f"default_set '{default_set}' is not a set{did_you_mean(default_set, sets)}")
+    return Manifest(name=name, path=path, concepts=MappingProxyType(concepts),
+                    sets=MappingProxyType(sets), default_set=default_set,
+                    dataset=MappingProxyType({k: str(v) for k, v in dataset.items()}))
+
+
+@functools.cache
+def bundled_manifest() -> Manifest:
+    """The DreamBooth manifest shipped with the package (folders relative to the data root)."""
+    with resources.as_file(resources.files("tlora_bench.concepts") / "dreambooth.toml") as path:
+        return load_manifest(path, user=False)
+
+
+def select_concepts(spec: str | None = None) -> tuple[Manifest, list[Concept]]:
+    """Resolve a --concepts value: a path to a user manifest (.toml), or set names / ids of the bundled one."""
+    if spec and spec.endswith(".toml"):
+        manifest = load_manifest(spec)
+        return manifest, manifest.select(None)
+    manifest = bundled_manifest()
+    return manifest, manifest.select(spec)

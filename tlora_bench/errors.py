@@ -1,0 +1,26 @@
+"""The one exception type for user mistakes, and the did-you-mean helper every error uses."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TloraBenchError(Exception):
+    """A problem the user can fix. Its message is one line that names the thing and the fix.
+
+    The CLI prints it without a traceback and exits non-zero; anything else is a bug and keeps its traceback.
+    """
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest choice, or "" when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> TloraBenchError:
+    """The standard error for a name that is not registered: suggestion first, then the full list."""
+    choices = sorted(choices)
+    hint = did_you_mean(name, choices)
+    return TloraBenchError(f"unknown {kind} '{name}'{hint} (known: {', '.join(choices)})")

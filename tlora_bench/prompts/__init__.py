@@ -1,0 +1,93 @@
+"""Prompt sets (paper appendix D), the base prompt, and the seed rule (REFERENCE.md section 4).
+
+Templates hold `{0}` where the paper writes V*; it is replaced by "<token> <class word>" ("sks dog").
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tlora_bench.concepts.manifest import Concept
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+
+PLACEHOLDER = "{0}"
+BUNDLED_SETS = ("live", "object", "base")
+DEFAULT_TOKEN = "sks"
+IMAGES_PER_PROMPT = 5  # contextual prompts (REFERENCE.md section 4)
+IMAGES_PER_BASE_PROMPT = 15  # the base prompt "a photo of a {0}", used for IS and DINO-IS
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One image to generate: which template, the prompt fed to the model, its index and its seed."""
+
+    template: str
+    prompt: str
+    image_index: int
+    seed: int
+    is_base: bool
+
+
+def parse_templates(text: str, source: str) -> tuple[str, ...]:
+    """Templates from a text file, one per line. Trailing spaces are part of a prompt and are kept."""
+    templates = tuple(line.rstrip("\r") for line in text.split("\n") if line.strip())
+    for number, template in enumerate(templates, 1):
+        if template.count(PLACEHOLDER) != 1:
+            raise TloraBenchError(f"{source}: prompt {number} {template!r} must contain {PLACEHOLDER} exactly "
+                                  "once, where the concept goes (the paper's V*)")
+    if not templates:
+        raise TloraBenchError(f"{source}: no prompts; write one template per line, e.g. 'a {{0}} on the beach'")
+    return templates
+
+
+@functools.cache
+def load_prompt_set(name: str) -> tuple[str, ...]:
+    """A bundled set ('live', 'object', 'base') or a path to a user's .txt file of templates."""
+    if name.endswith(".txt"):
+        path = Path(name)
+        if not path.is_file():
+            raise TloraBenchError(f"prompt file not found: '{path}'")
+        return parse_templates(path.read_text(encoding="utf-8"), str(path))
+    if name not in BUNDLED_SETS:
+        raise unknown_name_error("prompt set", name, BUNDLED_SETS)
+    text = (resources.files("tlora_bench.prompts") / f"{name}.txt").read_text(encoding="utf-8")
+    return parse_templates(text, f"{name}.txt")
+
+
+def base_template() -> str:
+    return load_prompt_set("base")[0]
+
+
+def prompt_set_for(concept: Concept) -> str:
+    """The paper's rule: pets take the live set, everything else the object set."""
+    return "live" if concept.live else "object"
+
+
+def subject_phrase(concept: Concept, token: str = DEFAULT_TOKEN) -> str:
+    return f"{token} {concept.class_word}"
+
+
+def format_prompt(template: str, subject: str) -> str:
+    return template.replace(PLACEHOLDER, subject)
+
+
+def seed_for(template: str, image_index: int, base_seed: int = 0) -> int:
+    """REFERENCE.md section 4: sum of the template's code points + image index + base seed."""
+    return sum(ord(c) for c in template) + image_index + base_seed
+
+
+def prompt_items(concept: Concept, token: str = DEFAULT_TOKEN, base_seed: int = 0,
+                 images_per_prompt: int = IMAGES_PER_PROMPT,
+                 base_images: int = IMAGES_PER_BASE_PROMPT, prompt_set: str | None = None) -> list[PromptItem]:
+    """Every image to generate for a concept: the base prompt first, then each contextual prompt."""
+    if images_per_prompt < 1 or base_images < 1:
+        raise TloraBenchError("images per prompt must be at least 1")
+    subject = subject_phrase(concept, token)
+    plan = [(base_template(), base_images, True)]
+    plan += [(t, images_per_prompt, False) for t in load_prompt_set(prompt_set or prompt_set_for(concept))]
+    return [PromptItem(template=t, prompt=format_prompt(t, subject), image_index=i,
+                       seed=seed_for(t, i, base_seed), is_base=is_base)
+            for t, count, is_base in plan for i in range(count)]
