@@ -1,0 +1,96 @@
+"""Adapter files: one safetensors file with every adapter tensor (trainable and frozen) and the full config.
+
+Keys are "<adapted module name>.<tensor name>"; the metadata holds the method, the config as JSON and
+the tool version. Loading re-attaches the same config without a fresh init, then fills every tensor, so
+a reload reproduces outputs bit for bit (frozen factors are read back, never re-derived).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save
+
+from tlora_bench import __version__
+from tlora_bench.adapters.layer import AdapterConfig
+from tlora_bench.adapters.model import adapter_config, adapter_layers, attach_adapters, detach_adapters
+from tlora_bench.adapters.registry import METHODS
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.fileio import atomic_write_bytes
+
+FORMAT = "tlora-bench-adapter"
+FORMAT_VERSION = "1"
+
+
+def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{name}.{key}": value.detach().contiguous()
+            for name, layer in adapter_layers(model).items() for key, value in layer.adapter_tensors().items()}
+
+
+def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the adapter of `model` atomically; `metadata` adds provenance (base model id, steps, ...)."""
+    config = adapter_config(model)
+    tensors = {k: v.cpu() for k, v in adapter_state_dict(model).items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": config.method,
+              "config": json.dumps(config.to_dict()), "tlora_bench_version": __version__,
+              **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    atomic_write_bytes(path, save(tensors, metadata=header))
+    return Path(path)
+
+
+def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise TloraBenchError(f"adapter file not found: '{path}'")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise TloraBenchError(f"'{path}' is not a readable safetensors file ({e})") from None
+    if metadata.get("format") != FORMAT:
+        raise TloraBenchError(f"'{path}' is not a tlora-bench adapter file (no '{FORMAT}' metadata); "
+                              "diffusers LoRA files load with pipeline.load_lora_weights instead")
+    return metadata
+
+
+def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
+    metadata = read_adapter_metadata(path)
+    spec = METHODS.get(metadata["method"])
+    return spec.config_cls.from_dict(json.loads(metadata["config"]))
+
+
+def _split_key(key: str, layer_names: set[str]) -> tuple[str, str] | None:
+    """'a.b.to_q.A' -> ('a.b.to_q', 'A'): the longest layer-name prefix (tensor names may hold dots)."""
+    for position in (i for i in range(len(key) - 1, 0, -1) if key[i] == "."):
+        if key[:position] in layer_names:
+            return key[:position], key[position + 1:]
+    return None
+
+
+def load_adapter(model: torch.nn.Module, path: str | os.PathLike) -> AdapterConfig:
+    """Attach the file's adapter to a fresh base model and fill every tensor; returns its config.
+
+    On any mismatch the model is left as it was (no adapter attached).
+    """
+    config = read_adapter_config(path)
+    tensors = load_file(str(path))
+    names = set(attach_adapters(model, config, init=False))
+    try:
+        by_layer: dict[str, dict[str, torch.Tensor]] = {name: {} for name in names}
+        for key, value in tensors.items():
+            split = _split_key(key, names)
+            if split is None:
+                raise TloraBenchError(f"adapter file '{path}' has tensor '{key}', which belongs to no adapted "
+                                      f"layer of this {type(model).__name__}; was it trained on another model?")
+            by_layer[split[0]][split[1]] = value
+        for name, layer in adapter_layers(model).items():
+            layer.load_adapter_tensors(by_layer[name])
+    except BaseException:
+        detach_adapters(model)
+        raise
+    return config

@@ -1,0 +1,1 @@
+"""Model backends and tiny random-weight models for tests."""

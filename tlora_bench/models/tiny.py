@@ -1,0 +1,119 @@
+"""Tiny random-weight models with the real architectures (SD-XL UNet, FLUX transformer, a whole SD-XL
+pipeline), built in-process in seconds on a CPU. Their outputs mean nothing; tests assert properties.
+
+The shapes follow diffusers' own pipeline tests: an SD-XL-shaped UNet (text_time conditioning, two
+text encoders whose hidden states are concatenated) with block widths (32, 64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+TINY_UNET_CONFIG = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    transformer_layers_per_block=(1, 2),
+    projection_class_embeddings_input_dim=80,  # 6 micro-conditioning values x 8 + pooled text (32)
+    cross_attention_dim=64,  # the two text encoders' hidden sizes (32 + 32) side by side
+    norm_num_groups=1,
+)
+
+TINY_FLUX_CONFIG = dict(
+    patch_size=1,
+    in_channels=4,
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    axes_dims_rope=(4, 4, 8),
+)
+
+TINY_TEXT_ENCODER_CONFIG = dict(
+    bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
+    num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=514, hidden_act="gelu",
+    projection_dim=32,
+)
+
+
+def tiny_unet(seed: int = 0, **overrides):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
+
+
+def tiny_unet_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs for `tiny_unet()`: latents, encoder states and the SD-XL added conditions."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "sample": torch.randn(batch, 4, 16, 16, generator=g),
+        "encoder_hidden_states": torch.randn(batch, 7, 64, generator=g),
+        "added_cond_kwargs": {"text_embeds": torch.randn(batch, 32, generator=g),
+                              "time_ids": torch.tensor([[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]]).repeat(batch, 1)},
+    }
+
+
+def tiny_flux_transformer(seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(**TINY_FLUX_CONFIG).eval()
+
+
+def tiny_flux_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    height = width = 4
+    return {
+        "hidden_states": torch.randn(batch, height * width, 4, generator=g),
+        "encoder_hidden_states": torch.randn(batch, 5, 32, generator=g),
+        "pooled_projections": torch.randn(batch, 32, generator=g),
+        "img_ids": torch.randn(height * width, 3, generator=g),
+        "txt_ids": torch.randn(5, 3, generator=g),
+    }
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's byte-level alphabet: one printable character per byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    codes = printable + [256 + i for i in range(len(extra))]
+    return [chr(c) for c in codes]
+
+
+def tiny_clip_tokenizer():
+    """A CLIP tokenizer over single bytes (514 tokens, no merges): real code path, no download."""
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[], model_max_length=77)
+
+
+def tiny_sdxl_pipeline(seed: int = 0):
+    """A complete StableDiffusionXLPipeline of tiny random models (Euler scheduler, as REFERENCE §4)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4,
+                        sample_size=32, norm_num_groups=32)
+    text_config = CLIPTextConfig(**TINY_TEXT_ENCODER_CONFIG)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(), text_encoder=CLIPTextModel(text_config).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(text_config).eval(), tokenizer=tiny_clip_tokenizer(),
+        tokenizer_2=tiny_clip_tokenizer(), unet=tiny_unet(seed), scheduler=scheduler)
