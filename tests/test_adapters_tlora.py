@@ -52,13 +52,18 @@ def test_rank_schedule_uses_the_schedulers_T():
 
 @pytest.mark.parametrize("source, part", VARIANTS)
 @pytest.mark.parametrize("method", ["ortho-lora", "tlora"])
-def test_identity_at_init_for_every_init_variant(method: str, source: str, part: str):
-    model, inputs = fresh_unet(), unet_inputs()
-    t = torch.randint(0, 1000, (2,)).float()
+@pytest.mark.parametrize("kind", ["unet", "mlp"])
+def test_identity_at_init_for_every_init_variant(kind: str, method: str, source: str, part: str):
+    if kind == "unet":
+        model, inputs, t, targets = fresh_unet(), unet_inputs(), torch.randint(0, 1000, (2,)).float(), {}
+    else:
+        model, inputs, t = mlp(), torch.randn(3, 12), torch.randint(0, 1000, (3,)).float()
+        targets = {"target_modules": ("0", "2", "4")}
     with torch.no_grad():
         reference = run(model, inputs, t)
         for r in (1, 3, 8):
-            attach_adapters(model, make_config(f"{method}-{r}", svd_source=source, svd_components=part, r_min=1))
+            config = make_config(f"{method}-{r}", svd_source=source, svd_components=part, r_min=1, **targets)
+            attach_adapters(model, config)
             assert (run(model, inputs, t) - reference).abs().max() <= 1e-6
             detach_adapters(model)
 

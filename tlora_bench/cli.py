@@ -179,5 +179,44 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
     click.echo(json.dumps(config.to_dict(), indent=2))
 
 
+# ---- adapter files --------------------------------------------------------------------------------------
+
+
+@main.group()
+def adapter() -> None:
+    """Inspect adapter files: config and provenance, effective rank."""
+
+
+@adapter.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+def adapter_info(path: str) -> None:
+    """Print an adapter file's method, config, provenance and tensor sizes."""
+    from safetensors.torch import load_file
+
+    from tlora_bench.adapters.io import read_adapter_metadata
+
+    metadata = read_adapter_metadata(path)
+    for key, value in metadata.items():
+        click.echo(f"{key:<20} {value}")
+    tensors = load_file(path)
+    click.echo(f"{'tensors':<20} {len(tensors)} ({sum(t.numel() for t in tensors.values()):,} values)")
+
+
+@adapter.command("rank")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--energy", type=float, default=0.95, show_default=True,
+              help="Share of the sum of singular values the effective rank must reach.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also save a figure (PNG): effective rank per layer and singular value decay.")
+def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
+    """Effective rank of each layer's B matrix (paper Figures 4 and 9)."""
+    from tlora_bench.adapters.rank_analysis import adapter_ranks, format_rank_table, plot_ranks
+
+    rows = adapter_ranks(path, energy)
+    click.echo(format_rank_table(rows, energy))
+    if plot_path:
+        click.echo(f"plot: {plot_ranks(rows, plot_path, title=path)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
