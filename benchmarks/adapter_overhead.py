@@ -17,6 +17,7 @@ import time
 import torch
 
 from tlora_bench.adapters import DEFAULT_TARGETS, METHODS, attach_adapters, make_config, timesteps
+from tlora_bench.adapters.catalog import method_label
 from tlora_bench.models.tiny import TINY_UNET_CONFIG
 
 TARGETS = {"tlora": 1.25, "lora": 1.10}  # ratio targets to PEFT LoRA (issue 3)
@@ -45,18 +46,6 @@ def bench_inputs(width: int, latent: int, device, dtype) -> dict:
     }
 
 
-def label_for(name: str, rank: int) -> str:
-    spec = METHODS.get(name)
-    if spec.size_field is None:
-        return name
-    return f"{name}-{rank}" if spec.size_field == "r" else f"{name}-{spec_default_size(name)}"
-
-
-def spec_default_size(name: str) -> int:
-    """Block counts of the paper's main configurations for block-structured methods (Table 2)."""
-    return {"oft": 32, "gsoft": 64}.get(name, 32)
-
-
 def build_variants(base, rank: int, methods: list[str]) -> dict:
     from peft import LoraConfig
 
@@ -67,8 +56,8 @@ def build_variants(base, rank: int, methods: list[str]) -> dict:
     variants["peft lora"] = peft_model
     for name in methods:
         model = copy.deepcopy(base)
-        attach_adapters(model, make_config(label_for(name, rank)))
-        variants[label_for(name, rank)] = model
+        attach_adapters(model, make_config(method_label(name, rank)))
+        variants[method_label(name, rank)] = model
     return variants
 
 

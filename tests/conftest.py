@@ -23,8 +23,17 @@ def data_root() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
-    """No test reads or writes the user's real cache."""
+    """No test reads or writes the user's real caches, and none reaches the Hugging Face hub: missing
+    weights fail the same way everywhere. huggingface_hub reads its settings at import time, so its module
+    constants are patched too."""
+    import huggingface_hub.constants as hub
+
     monkeypatch.setenv("TLORA_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    hub_cache = str(tmp_path_factory.mktemp("hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", hub_cache)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", hub_cache)
 
 
 def write_image(path: Path, size: int = 16, seed: int = 0, fmt: str | None = None) -> Path:

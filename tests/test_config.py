@@ -47,6 +47,8 @@ def test_user_preset_file(tmp_path: Path):
     ({"steps": "tlora=0"}, "config key 'steps' for 'tlora' must be at least 1"),
     ({"methods": "tlora,tlora"}, "config key 'methods' lists a method twice"),
     ({"methods": ""}, "config key 'methods' name at least one method"),
+    ({"methods": "tlora,tlorra"}, "config key 'methods': unknown method 'tlorra'; did you mean 'tlora'"),
+    ({"methods": "lora-x"}, "config key 'methods': unknown method 'lora-x'"),
     ({"token": "two words"}, "config key 'token' must be one word"),
     ({"images_per_prompt": "0"}, "config key 'images_per_prompt' must be at least 1"),
 ])

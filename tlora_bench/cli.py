@@ -218,5 +218,72 @@ def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
         click.echo(f"plot: {plot_ranks(rows, plot_path, title=path)}")
 
 
+# ---- evaluate -------------------------------------------------------------------------------------------
+
+
+@main.command("evaluate")
+@click.argument("images_dir", metavar="DIR", type=click.Path(file_okay=False))
+@manifest_option
+@data_dir_option
+@click.option("--segmenter", default="grabcut", show_default=True,
+              help="Masks for masked IS / DINO-IS: grabcut, provided, grounded-sam (GPU runs) or none.")
+@click.option("--dino", default="dino-vits16", show_default=True, help="DINO-IS model: dino-vits16 or dinov2-vits14.")
+@click.option("--real-set", default="all", show_default=True,
+              help="Real images: all images of the concept, or train (the training image only).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per forward pass.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples over concepts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where results and the feature cache go. Default: DIR/evaluation.")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=PATH",
+              help="A local copy of a model's weights (repeatable): clip-vit-b-32, dino-vits16, dinov2-vits14, "
+                   "grounding-dino, sam.")
+@click.option("--tiny-models", is_flag=True, help="Tiny random extractors: smoke runs and tests, meaningless numbers.")
+def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | None, weights: tuple[str, ...],
+                 **options) -> None:
+    """Score generated images in DIR/<method>/<concept>/images.jsonl: IS, DINO-IS (masked too) and TS."""
+    from tlora_bench.concepts import resolve_data_root
+    from tlora_bench.metrics.evaluate import EvalOptions, evaluate_folder, format_done, format_summary, parse_weights
+
+    out_dir = options.pop("out_dir")
+    eval_options = EvalOptions(**options, weights=parse_weights(weights))
+    eval_options.check()
+    manifest = _manifest(manifest_path)
+    root = None if manifest_path else resolve_data_root(data_dir, manifest.name)
+    result = evaluate_folder(images_dir, manifest=manifest, data_root=root, out_dir=out_dir, options=eval_options,
+                             on_problem=lambda message: click.echo(f"warning: {message}", err=True))
+    click.echo(format_summary(result))
+    click.echo(format_done(result))
+
+
+# ---- methods --------------------------------------------------------------------------------------------
+
+
+@main.command("methods")
+@click.option("--model", "model_name", type=click.Choice(["sdxl", "tiny"]), default="sdxl", show_default=True,
+              help="Model whose trainable parameters are counted (sdxl: on the meta device, no weights).")
+@click.option("--rank", type=int, default=64, show_default=True,
+              help="Rank r of the rank-sized methods; block-sized methods use their default block count.")
+def methods_cmd(model_name: str, rank: int) -> None:
+    """List every adapter method: training defaults and trainable parameters on a model."""
+    from tlora_bench.adapters.catalog import method_rows
+
+    rows = method_rows(model_name, rank)
+    click.echo(f"{'label':<18} {'steps':>5} {'lr':>7} {'wd':>7} {'merge':<5} {'trainable':>12}  summary")
+    for row in rows:
+        count = "n/a" if row.trainable is None else f"{row.trainable:,}"
+        click.echo(f"{row.label:<18} {row.steps:>5} {row.lr:>7.0e} {row.weight_decay:>7.0e} "
+                   f"{'yes' if row.mergeable else 'no':<5} {count:>12}  {row.summary}")
+    click.echo(f"\ntrainable parameters on the {model_name} UNet; label suffix -N:")
+    for meaning in dict.fromkeys(row.size_meaning for row in rows if row.size_meaning):
+        names = ", ".join(row.method for row in rows if row.size_meaning == meaning)
+        click.echo(f"  {names}: {meaning}")
+    for row in rows:
+        if row.note:
+            click.echo(f"n/a {row.label}: {row.note}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -45,6 +45,7 @@ class RunConfig:
         _check(bool(self.name.strip()), "name", "must not be empty")
         _check(len(self.methods) > 0, "methods", "name at least one method, e.g. methods = [\"tlora\"]")
         _check(len(set(self.methods)) == len(self.methods), "methods", f"lists a method twice: {self.methods}")
+        _check_methods(self.methods)
         _check(len(self.ranks) > 0 and all(r >= 1 for r in self.ranks), "ranks",
                f"must be positive integers, got {list(self.ranks)}")
         if self.r_min is not None:
@@ -68,6 +69,16 @@ class RunConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
                 for k, v in data.items()}
+
+
+def _check_methods(labels: tuple[str, ...]) -> None:
+    from tlora_bench.adapters import parse_method  # imports torch: only when a config is built
+
+    for label in labels:
+        try:
+            parse_method(label)
+        except TloraBenchError as e:
+            raise TloraBenchError(f"config key 'methods': {e}") from None
 
 
 def _check(ok: bool, key: str, message: str) -> None:

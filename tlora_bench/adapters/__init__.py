@@ -1,6 +1,12 @@
 """Adapter methods: one module per family, registered by name in `METHODS`."""
 
+# Import order is registration order: the order `tlora-bench methods` and the test matrix list methods in.
+# isort: off
 from tlora_bench.adapters import tlora  # noqa: F401  (registers lora, vanilla-tlora, ortho-lora, tlora)
+from tlora_bench.adapters import oft  # noqa: F401  (registers oft)
+from tlora_bench.adapters import gsoft  # noqa: F401  (registers gsoft)
+from tlora_bench.adapters import svdiff  # noqa: F401  (registers svdiff)
+# isort: on
 from tlora_bench.adapters.layer import DEFAULT_TARGETS, AdapterConfig, AdapterLayer
 from tlora_bench.adapters.model import (
     adapter_config,

@@ -35,11 +35,21 @@ def attach_adapters(model: nn.Module, config: AdapterConfig, *, init: bool = Tru
     if not targets:
         raise TloraBenchError(f"no module of {type(model).__name__} matches target_modules "
                               f"{list(config.target_modules)}; check the module names")
-    model.requires_grad_(False)
     state = TimestepState()
-    for name, module in targets:
-        layer = spec.layer_cls(module, config, name, state=state, init=init, dtype=dtype)
-        _set_submodule(model, name, layer)
+    wrapped: list[tuple[str, nn.Module]] = []
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)
+    try:
+        for name, module in targets:
+            layer = spec.layer_cls(module, config, name, state=state, init=init, dtype=dtype)
+            _set_submodule(model, name, layer)
+            wrapped.append((name, module))
+    except BaseException:  # e.g. an impossible rank for one layer: leave the model as it was
+        for name, module in wrapped:
+            _set_submodule(model, name, module)
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        raise
     setattr(model, CONFIG_ATTR, config)
     setattr(model, STATE_ATTR, state)
     return [name for name, _ in targets]

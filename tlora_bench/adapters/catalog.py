@@ -1,0 +1,92 @@
+"""Every registered method with its training defaults and its trainable-parameter count on a model.
+
+Backs `tlora-bench methods`. SD-XL is counted on the meta device (`sdxl_unet_on_meta`): shapes without
+storage, so the count needs neither the checkpoint nor its 10 GiB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from tlora_bench.adapters.model import attach_adapters, count_trainable, detach_adapters
+from tlora_bench.adapters.registry import METHODS, MethodSpec, make_config
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+
+
+def _sdxl() -> nn.Module:
+    from tlora_bench.models.sdxl import sdxl_unet_on_meta
+
+    return sdxl_unet_on_meta()
+
+
+def _tiny() -> nn.Module:
+    from tlora_bench.models.tiny import tiny_unet
+
+    return tiny_unet()
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {"sdxl": _sdxl, "tiny": _tiny}
+_SIZE_MEANINGS = {"r": "rank r"}  # for size fields without a "help" in their dataclass metadata
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """One line of the catalog; `trainable` is None when the method cannot be built on the model (`note`)."""
+
+    method: str
+    label: str  # the label counted, e.g. "tlora-64", "oft-32", "svdiff"
+    summary: str
+    steps: int
+    lr: float
+    weight_decay: float
+    mergeable: bool
+    size_meaning: str  # what the "-N" suffix sets; "" when the method takes none
+    trainable: int | None
+    note: str = ""
+
+
+def _size_field(spec: MethodSpec) -> dataclasses.Field | None:
+    return next((f for f in dataclasses.fields(spec.config_cls) if f.name == spec.size_field), None)
+
+
+def size_meaning(spec: MethodSpec) -> str:
+    field = _size_field(spec)
+    if field is None:
+        return ""
+    return field.metadata.get("help", _SIZE_MEANINGS.get(field.name, field.name))
+
+
+def method_label(name: str, rank: int) -> str:
+    """The label a catalog counts: rank-sized methods at `rank`, block-sized ones at their default size."""
+    spec = METHODS.get(name)
+    field = _size_field(spec)
+    if field is None:
+        return name
+    return f"{name}-{rank if field.name == 'r' else field.default}"
+
+
+def method_rows(model: str = "sdxl", rank: int = 64) -> list[MethodRow]:
+    """One row per registered method, its trainable parameters counted on `model` ("sdxl" or "tiny")."""
+    if model not in MODELS:
+        raise unknown_name_error("model", model, MODELS)
+    if rank < 1:
+        raise TloraBenchError(f"rank must be a positive integer, got {rank}")
+    base = MODELS[model]()
+    rows = []
+    for name in METHODS.names():
+        spec, label = METHODS.get(name), method_label(name, rank)
+        trainable, note = None, ""
+        try:
+            attach_adapters(base, make_config(label), init=False)  # counting needs shapes, not an init
+        except TloraBenchError as e:  # e.g. an impossible size for this model; attach left it unchanged
+            note = str(e)
+        else:
+            trainable = count_trainable(base)
+            detach_adapters(base)
+        rows.append(MethodRow(name, label, spec.summary, spec.steps, spec.lr, spec.weight_decay, spec.mergeable,
+                              size_meaning(spec), trainable, note))
+    return rows

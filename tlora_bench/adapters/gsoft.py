@@ -1,0 +1,147 @@
+"""GSOFT: Group-and-Shuffle orthogonal fine-tuning (Gorbunov et al. 2024; REFERENCE.md section 2).
+
+    G    = Pᵀ · blockdiag(L_1..L_k) · P · blockdiag(R_1..R_k)      an orthogonal n x n matrix
+    L_i  = (I + S)(I − S)⁻¹,  S = ½(X − Xᵀ)                         Cayley of a skew matrix; X = 0 at init
+    W'   = diag(s) · W · G_in                                       single-sided
+    W'   = diag(s) · G_out · W · G_in                               double-sided (default)
+
+P is the perfect shuffle: view the n-vector as (b, k) and transpose, so each block of the second factor
+mixes entries from different blocks of the first. s is a learnable per-output-channel scale (ones at init).
+Not in PEFT: written here. Every block of a factor is processed at once (batched solve and batched
+matmul over the k blocks), never in a Python loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
+from tlora_bench.adapters.oft import block_counts
+from tlora_bench.adapters.registry import MethodSpec, register_method
+from tlora_bench.adapters.timestep import TimestepState
+from tlora_bench.errors import TloraBenchError
+
+
+@dataclass(frozen=True)
+class GSOFTConfig(AdapterConfig):
+    nblocks: int = dataclasses.field(
+        default=64, metadata={"help": "blocks k per block-diagonal factor; block size b = features / k"})
+    double_sided: bool = True  # also rotate the output side (G_out); the official example's choice
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nblocks, int) or self.nblocks < 1:
+            raise TloraBenchError(f"GSOFT needs a positive number of blocks, got nblocks={self.nblocks!r}")
+        if not isinstance(self.double_sided, bool):
+            raise TloraBenchError(f"double_sided must be true or false, got {self.double_sided!r}")
+
+
+def cayley(x: torch.Tensor) -> torch.Tensor:
+    """(I + S)(I − S)⁻¹ with S = ½(X − Xᵀ), for a batch of square blocks (k, b, b): one batched solve."""
+    skew = 0.5 * (x - x.transpose(-1, -2))
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).expand_as(skew)
+    # Y (I − S) = I + S. I − S is never singular (a real skew S has imaginary eigenvalues), so the error
+    # check of linalg.solve, a device sync, is skipped.
+    return torch.linalg.solve_ex(eye - skew, eye + skew, left=False)[0]
+
+
+def _blockdiag_matmul(blocks: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """blockdiag(blocks) @ m for blocks (k, b, b) and m (k·b, cols): one batched matmul."""
+    k, b, _ = blocks.shape
+    return (blocks @ m.reshape(k, b, -1)).reshape(k * b, -1)
+
+
+def _shuffle(m: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """P @ m (or Pᵀ @ m) on the rows of m: P views the n-vector as (b, k) and transposes it to (k, b)."""
+    n = m.shape[0]
+    shape = (k, n // k) if inverse else (n // k, k)
+    return m.reshape(*shape, -1).transpose(0, 1).reshape(n, -1)
+
+
+def gs_matmul(left: torch.Tensor, right: torch.Tensor, m: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """G @ m (or Gᵀ @ m) for G = Pᵀ · blockdiag(left) · P · blockdiag(right), both factors of Cayley blocks."""
+    k = left.shape[0]
+    if transpose:  # Gᵀ = Rᵀ · Pᵀ · Lᵀ · P
+        m = _blockdiag_matmul(left.transpose(-1, -2), _shuffle(m, k))
+        return _blockdiag_matmul(right.transpose(-1, -2), _shuffle(m, k, inverse=True))
+    m = _shuffle(_blockdiag_matmul(right, m), k)
+    return _shuffle(_blockdiag_matmul(left, m), k, inverse=True)
+
+
+class GSOFTLinear(AdapterLayer):
+    """A Linear layer with weight diag(s) · [G_out ·] W · G_in, built once per forward pass."""
+
+    def __init__(self, base_layer: nn.Linear, config: GSOFTConfig, name: str, *,
+                 state: TimestepState | None = None, init: bool = True, dtype: torch.dtype = torch.float32):
+        super().__init__(base_layer, config, name, state=state, init=init, dtype=dtype)
+        out_features, in_features = base_layer.weight.shape
+        sides = {"in": in_features, "out": out_features} if config.double_sided else {"in": in_features}
+        for side, features in sides.items():
+            if features % config.nblocks or features // config.nblocks < 2:  # a 1x1 Cayley block is always I
+                raise TloraBenchError(
+                    f"gsoft-{config.nblocks} is impossible for layer '{name}' ({side}_features {features}): "
+                    f"valid block counts are {block_counts(features)}")
+        device = base_layer.weight.device
+        for side, features in sides.items():  # X of each Cayley factor, one (b x b) matrix per block
+            block = features // config.nblocks
+            for factor in ("L", "R"):
+                self.register_parameter(f"{side}_{factor}", nn.Parameter(
+                    torch.empty(config.nblocks, block, block, device=device, dtype=dtype)))
+        self.scale = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
+        if init and device.type != "meta":
+            self._init_identity()
+
+    @torch.no_grad()
+    def _init_identity(self) -> None:
+        for name, parameter in self.named_parameters(recurse=False):
+            parameter.fill_(1.0 if name == "scale" else 0.0)  # X = 0 -> every block is I; s = 1
+
+    def cayley_factors(self) -> dict[str, torch.Tensor]:
+        """The Cayley blocks of every factor ("in_L", "in_R"[, "out_L", "out_R"]). Factors with the same block
+        shape share one batched solve: fewer, larger kernels (the blocks are tiny, so launches dominate)."""
+        names = [name for name, _ in self.named_parameters(recurse=False) if name != "scale"]
+        by_shape: dict[torch.Size, list[str]] = {}
+        for name in names:
+            by_shape.setdefault(getattr(self, name).shape, []).append(name)
+        blocks = {}
+        for group in by_shape.values():
+            stacked = cayley(torch.cat([getattr(self, name) for name in group]))
+            blocks.update(zip(group, stacked.chunk(len(group)), strict=True))
+        return blocks
+
+    def rotation(self, side: str = "in") -> torch.Tensor:
+        """The dense orthogonal G of one side ("in" or "out"), for checks and inspection."""
+        blocks = self.cayley_factors()
+        left, right = blocks[f"{side}_L"], blocks[f"{side}_R"]
+        eye = torch.eye(left.shape[0] * left.shape[1], dtype=left.dtype, device=left.device)
+        return gs_matmul(left, right, eye)
+
+    def adapted_weight(self) -> torch.Tensor:
+        """diag(s) · [G_out ·] W · G_in in the adapter's dtype (paper's W', REFERENCE.md section 2)."""
+        blocks = self.cayley_factors()
+        weight = self.base_layer.weight.to(self.scale.dtype)
+        # W · G_in = (G_inᵀ · Wᵀ)ᵀ: the rotation acts on the rows of Wᵀ.
+        rotated = gs_matmul(blocks["in_L"], blocks["in_R"], weight.T, transpose=True).T
+        if self.config.double_sided:
+            rotated = gs_matmul(blocks["out_L"], blocks["out_R"], rotated)
+        return self.scale[:, None] * rotated
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.adapted_weight().to(self.base_layer.weight.dtype)
+        return F.linear(x, weight, self.base_layer.bias)
+
+    def merged_weight(self, t: float | None = None) -> torch.Tensor:
+        return self.adapted_weight().to(self.base_layer.weight.dtype)
+
+    def extra_repr(self) -> str:
+        config: GSOFTConfig = self.config
+        return f"{super().extra_repr()}, nblocks={config.nblocks}, double_sided={config.double_sided}"
+
+
+register_method(MethodSpec(
+    name="gsoft", summary="GSOFT: W' = diag(s)·G_out·W·G_in, G group-and-shuffle Cayley", config_cls=GSOFTConfig,
+    layer_cls=GSOFTLinear, size_field="nblocks", steps=800, lr=1e-4, weight_decay=1e-4))  # REFERENCE.md §3

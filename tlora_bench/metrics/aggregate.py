@@ -1,0 +1,86 @@
+"""Per-image rows -> per prompt -> per concept -> per method, with a bootstrap interval over concepts.
+
+REFERENCE.md section 5, Aggregation: a prompt's score is the mean over its images; a concept's IS and DINO-IS
+are its base prompt's (the real x generated matrix mean), its TS the mean over its contextual prompts (every
+template but the base one, each prompt weighted equally); a method's score is the mean over concepts.
+Decision: a 95% percentile bootstrap interval over concepts, resampled with replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+IS_METRICS = ("is", "is_masked", "dino_is", "dino_is_masked")  # base prompt only
+TS_METRICS = ("ts", "ts_class_kept")  # every prompt; contextual prompts make a concept's TS
+METRICS = IS_METRICS + TS_METRICS
+METHOD_KEYS = ["method_label", "method", "rank"]
+CONCEPT_KEYS = [*METHOD_KEYS, "concept"]
+PROMPT_KEYS = [*CONCEPT_KEYS, "template"]
+
+
+def bootstrap_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean: resample the values with replacement `n_resamples` times.
+
+    numpy's Generator with a fixed seed: the same inputs always give the same interval, and two methods
+    scored on the same concepts (in the same order) are resampled identically (a paired comparison).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(n_resamples, values.size))
+    means = values[picks].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def per_prompt(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, concept, template): the mean of each score over the prompt's images."""
+    grouped = scores.groupby(PROMPT_KEYS, dropna=False, sort=True)
+    table = grouped[list(METRICS)].mean()
+    table["n_images"] = grouped.size()
+    table["gen_mask_fallbacks"] = grouped["gen_mask_fallback"].sum().astype(int)
+    for column in ("class_word", "prompt_kind", "n_real", "real_mask_fallbacks"):
+        table[column] = grouped[column].first()
+    return table.reset_index()
+
+
+def per_concept(prompts: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, concept): IS family from the base prompt, TS family over contextual prompts."""
+    rows = []
+    for keys, group in prompts.groupby(CONCEPT_KEYS, dropna=False, sort=True):
+        base = group[group["prompt_kind"] == "base"]
+        contextual = group[group["prompt_kind"] == "contextual"]
+        row = dict(zip(CONCEPT_KEYS, keys, strict=True))
+        row["class_word"] = group["class_word"].iloc[0]
+        for metric in IS_METRICS:
+            row[metric] = float(base[metric].iloc[0]) if len(base) else float("nan")
+        for metric in TS_METRICS:
+            row[metric] = float(contextual[metric].mean()) if len(contextual) else float("nan")
+        row["n_base_images"] = int(base["n_images"].sum())
+        row["n_ts_prompts"] = int(contextual["ts"].notna().sum())
+        row["n_real"] = int(group["n_real"].iloc[0])
+        row["real_mask_fallbacks"] = int(group["real_mask_fallbacks"].iloc[0])
+        row["gen_mask_fallbacks"] = int(base["gen_mask_fallbacks"].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_method(concepts: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """One row per (method, metric): mean over concepts, bootstrap interval, number of concepts with a value."""
+    rows = []
+    for keys, group in concepts.groupby(METHOD_KEYS, dropna=False, sort=True):
+        group = group.sort_values("concept")  # a fixed order, so the resampling is paired across methods
+        for metric in METRICS:
+            values = group[metric].dropna().to_numpy()
+            low, high = bootstrap_ci(values, n_resamples, seed, level)
+            rows.append({**dict(zip(METHOD_KEYS, keys, strict=True)), "metric": metric,
+                         "mean": float(values.mean()) if values.size else float("nan"),
+                         "ci_low": low, "ci_high": high, "n_concepts": int(values.size),
+                         "ci_level": level, "bootstrap_resamples": n_resamples, "bootstrap_seed": seed})
+    return pd.DataFrame(rows)

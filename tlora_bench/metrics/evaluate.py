@@ -1,0 +1,347 @@
+"""`tlora-bench evaluate DIR`: score a folder of generated images and write per-image rows and aggregates.
+
+Protocol: REFERENCE.md section 5 and docs/evaluation.md. Flow: find DIR/<method>/<concept>/images.jsonl ->
+embed the concept's real images and the generated ones (cached) -> one row per generated image -> aggregate
+per prompt, concept and method -> write Parquet/CSV files and evaluation.json (last, atomically).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tlora_bench import __version__
+from tlora_bench.concepts.manifest import Concept, Manifest
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.fileio import atomic_write_bytes, atomic_write_text
+from tlora_bench.metrics import aggregate
+from tlora_bench.metrics.cache import CACHE_DIRNAME, FeatureCache
+from tlora_bench.metrics.extractors import (
+    CLIP_EXTRACTOR,
+    DEFAULT_DINO,
+    DINO_EXTRACTORS,
+    EXTRACTORS,
+    load_extractor,
+    resolve_device,
+    resolve_dtype,
+)
+from tlora_bench.metrics.features import FeatureBank, ImageRef
+from tlora_bench.metrics.layout import IndexedFolder, find_indexed_folders
+from tlora_bench.metrics.scores import TS_HEADLINE, TS_VARIANTS, per_image_similarity, text_similarity, ts_texts
+from tlora_bench.metrics.segmenters import (
+    DEFAULT_SEGMENTER,
+    MASK_FILL_NAME,
+    SEGMENTERS,
+    load_segmenter,
+    sibling_mask_file,
+)
+from tlora_bench.prompts import base_template
+
+REAL_SETS = ("all", "train")
+SEGMENTER_WEIGHTS = ("grounding-dino", "sam")
+DEFAULT_OUT = "evaluation"  # DIR/evaluation unless --out says otherwise
+OUTPUT_FILES = ("scores.parquet", "scores.csv", "per_prompt.csv", "per_concept.csv", "per_method.csv",
+                "evaluation.json")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Every choice that changes the numbers; all of them are recorded in each result row."""
+
+    segmenter: str = DEFAULT_SEGMENTER  # masks for masked IS / DINO-IS (grabcut: the offline default)
+    dino: str = DEFAULT_DINO  # DINO v1 ViT-S/16 (REFERENCE.md section 5, Decision) or dinov2-vits14
+    real_set: str = "all"  # every image of the concept (Decision), or "train": the training image only
+    device: str = "auto"
+    dtype: str = "fp32"
+    batch_size: int = 16
+    bootstrap: int = 1000  # resamples of the interval over concepts
+    seed: int = 0  # bootstrap seed
+    tiny_models: bool = False  # random tiny extractors: smoke runs and tests only, numbers are meaningless
+    weights: Mapping[str, str] = field(default_factory=dict)  # extractor or segmenter model -> local copy
+
+    def check(self) -> None:
+        SEGMENTERS.get(self.segmenter)
+        if self.dino not in DINO_EXTRACTORS:
+            raise unknown_name_error("DINO extractor", self.dino, DINO_EXTRACTORS)
+        if self.real_set not in REAL_SETS:
+            raise unknown_name_error("real set", self.real_set, REAL_SETS)
+        if self.batch_size < 1 or self.bootstrap < 1:
+            raise TloraBenchError("--batch-size and --bootstrap must be at least 1")
+        resolve_dtype(self.dtype)
+        for name in self.weights:
+            if name not in EXTRACTORS and name not in SEGMENTER_WEIGHTS:
+                raise unknown_name_error("model for --weights", name, [*EXTRACTORS, *SEGMENTER_WEIGHTS])
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    scores: pd.DataFrame
+    per_prompt: pd.DataFrame
+    per_concept: pd.DataFrame
+    per_method: pd.DataFrame
+    problems: list[str]  # every line reported through on_problem
+    unreadable_files: list[str]  # generated or real image files that could not be read, left out
+    provenance: dict[str, Any]
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+@dataclass
+class _RealSet:
+    """A concept's real-image embeddings (unreadable images dropped) and how many masks fell back."""
+
+    features: dict[str, np.ndarray]  # "is", "is_masked", "dino_is", "dino_is_masked" -> (n_real, d)
+    n_real: int
+    mask_fallbacks: int
+
+
+def _package_version(*names: str) -> str:
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+
+
+class _Scorer:
+    """Holds the loaded models and the feature bank for one evaluation run."""
+
+    def __init__(self, options: EvalOptions, out_dir: Path, on_problem: Callable[[str], None]) -> None:
+        self.options = options
+        device = str(resolve_device(options.device))
+        weights = dict(options.weights)
+        self.clip = load_extractor(CLIP_EXTRACTOR, device=device, dtype=options.dtype,
+                                   weights=weights.get(CLIP_EXTRACTOR), tiny=options.tiny_models)
+        self.dino = load_extractor(options.dino, device=device, dtype=options.dtype,
+                                   weights=weights.get(options.dino), tiny=options.tiny_models)
+        self.segmenter = load_segmenter(options.segmenter, weights=weights, device=device, dtype=options.dtype)
+        self.bank = FeatureBank(FeatureCache(out_dir / CACHE_DIRNAME), self.segmenter, options.batch_size,
+                                on_problem)
+        self.device = device
+        self._texts: dict[str, np.ndarray] = {}
+
+    def _mask_file(self, provided: Path | None) -> Path | None:
+        # A provided mask beats the segmenter, except with `none`, which masks nothing (docs/evaluation.md).
+        return None if self.options.segmenter == "none" else provided
+
+    def _embed_all(self, refs: list[ImageRef], clip: np.ndarray | None = None) -> tuple[dict[str, np.ndarray],
+                                                                                         np.ndarray]:
+        """The four IS embeddings of the same images (`clip`: unmasked CLIP ones already computed), and the
+        masked-fallback flags."""
+        out = {"is": clip if clip is not None else self.bank.features(self.clip, refs, masked=False)[0],
+               "dino_is": self.bank.features(self.dino, refs, masked=False)[0]}
+        if self.options.segmenter == "none":  # nothing is masked: masked features are the unmasked ones
+            out["is_masked"], out["dino_is_masked"] = out["is"], out["dino_is"]
+            return out, np.zeros(len(refs), dtype=bool)
+        out["is_masked"], fallback = self.bank.features(self.clip, refs, masked=True)
+        out["dino_is_masked"] = self.bank.features(self.dino, refs, masked=True)[0]
+        self.bank.forget_masks()  # a mask serves both extractors, then goes: memory stays bounded
+        return out, fallback
+
+    def real_set(self, concept: Concept, data_root: Path | None) -> _RealSet:
+        names = [concept.train_image] if self.options.real_set == "train" else list(concept.images)
+        refs = [ImageRef(concept.dir(data_root) / name, concept.class_word,
+                         self._mask_file(concept.mask_path(data_root, name)))
+                for name in names]
+        features, fallback = self._embed_all(refs)
+        ok = ~np.isnan(features["is"]).any(axis=1)
+        return _RealSet({k: v[ok] for k, v in features.items()}, int(ok.sum()), int(fallback[ok].sum()))
+
+    def text_features(self, texts: list[str]) -> dict[str, np.ndarray]:
+        missing = sorted({t for t in texts if t not in self._texts})
+        for start in range(0, len(missing), self.options.batch_size):
+            chunk = missing[start:start + self.options.batch_size]
+            self._texts.update(zip(chunk, self.clip.encode_texts(chunk), strict=True))
+        return {t: self._texts[t] for t in texts}
+
+    def score_folder(self, indexed: IndexedFolder, concept: Concept, real: _RealSet, images_dir: Path) -> list[dict]:
+        """One row per readable generated image of one DIR/<method>/<concept> folder."""
+        records = indexed.records
+        refs = [ImageRef(indexed.folder / r.file, concept.class_word,
+                         self._mask_file(sibling_mask_file(indexed.folder / r.file)))
+                for r in records]
+        clip_all = self.bank.features(self.clip, refs, masked=False)[0]
+        base = base_template()
+        readable = ~np.isnan(clip_all).any(axis=1)
+        base_rows = [i for i, r in enumerate(records) if r.template == base and readable[i]]
+        similarity: dict[str, np.ndarray] = {m: np.full(len(records), np.nan) for m in aggregate.IS_METRICS}
+        fallback = np.zeros(len(records), dtype=bool)
+        if base_rows and real.n_real:
+            generated, flags = self._embed_all([refs[i] for i in base_rows], clip_all[base_rows])
+            fallback[base_rows] = flags
+            for metric in aggregate.IS_METRICS:
+                similarity[metric][base_rows] = per_image_similarity(real.features[metric], generated[metric])
+        variants = {r.template: ts_texts(r.template, concept.class_word) for r in records}
+        texts = self.text_features([v[name] for v in variants.values() for name in TS_VARIANTS])
+        rows = []
+        for i, record in enumerate(records):
+            if not readable[i]:
+                continue  # unreadable: already reported by the feature bank
+            ts = {name: float(text_similarity(texts[variants[record.template][name]], clip_all[i:i + 1])[0])
+                  for name in TS_VARIANTS}
+            rows.append({
+                "concept": concept.id, "class_word": concept.class_word, "method_label": indexed.method_label,
+                "method": record.method or indexed.method_label, "rank": record.rank, "template": record.template,
+                "prompt_kind": "base" if record.template == base else "contextual",
+                "image_index": record.image_index, "seed": record.seed,
+                "file": (indexed.folder / record.file).relative_to(images_dir).as_posix(),
+                "file_sha256": self.bank.file_sha256(refs[i].path),
+                **{metric: float(similarity[metric][i]) for metric in aggregate.IS_METRICS},
+                "ts": ts[TS_HEADLINE], "ts_class_kept": ts["class_kept"],
+                "ts_text": variants[record.template][TS_HEADLINE],
+                "ts_text_class_kept": variants[record.template]["class_kept"],
+                "gen_mask_fallback": bool(fallback[i]), "n_real": real.n_real,
+                "real_mask_fallbacks": real.mask_fallbacks,
+            })
+        return rows
+
+    def provenance(self, manifest: Manifest) -> dict[str, Any]:
+        segmenter = self.options.segmenter
+        return {
+            "tlora_bench_version": __version__,
+            "torch_version": _package_version("torch"),
+            "open_clip_version": _package_version("open_clip_torch"),
+            "timm_version": _package_version("timm"),
+            "transformers_version": _package_version("transformers"),
+            "opencv_version": _package_version("opencv-python-headless", "opencv-python"),
+            "device": self.device, "device_name": _device_name(self.device), "dtype": self.options.dtype,
+            "clip_extractor": self.clip.name, "clip_weights": self.clip.weights,
+            "dino_extractor": self.dino.name, "dino_weights": self.dino.weights,
+            "tiny_models": self.options.tiny_models,
+            "segmenter": segmenter, "segmenter_identity": self.segmenter.identity,
+            "real_masks": "none" if segmenter == "none" else f"provided mask files, else {segmenter}",
+            "mask_fill": MASK_FILL_NAME, "real_set": self.options.real_set,
+            "ts_headline": TS_HEADLINE, "ts_variants": ",".join(TS_VARIANTS),
+            "manifest": manifest.name, "base_template": base_template(),
+        }
+
+
+def _write_outputs(result: EvalResult, images_dir: Path) -> None:
+    out = result.out_dir
+    buffer = io.BytesIO()
+    result.scores.to_parquet(buffer, index=False)
+    atomic_write_bytes(out / "scores.parquet", buffer.getvalue())
+    for name, table in (("scores", result.scores), ("per_prompt", result.per_prompt),
+                        ("per_concept", result.per_concept), ("per_method", result.per_method)):
+        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+    summary = {"images_dir": str(images_dir), "n_scored": len(result.scores), "problems": result.problems,
+               "unreadable_files": result.unreadable_files,
+               "provenance": result.provenance, "files": list(OUTPUT_FILES)}
+    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")  # last: the done marker
+
+
+def _with_provenance(table: pd.DataFrame, provenance: dict[str, Any]) -> pd.DataFrame:
+    return table.assign(**provenance)
+
+
+def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Path | None,
+                    out_dir: str | Path | None = None, options: EvalOptions | None = None,
+                    on_problem: Callable[[str], None] | None = None) -> EvalResult:
+    """Score every DIR/<method>/<concept>/images.jsonl against the manifest's real images.
+
+    Unreadable images are reported through `on_problem` (one line each) and left out; if nothing at all can
+    be scored, a TloraBenchError says so. Outputs go to `out_dir` (default DIR/evaluation).
+    """
+    options = options or EvalOptions()
+    options.check()
+    images_dir = Path(images_dir)
+    out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
+    folders = find_indexed_folders(images_dir, skip=[out_dir])
+    # Old results must not look finished if this run stops half-way: evaluation.json is the done marker.
+    (out_dir / "evaluation.json").unlink(missing_ok=True)
+    concepts = {f.concept_id: manifest.get(f.concept_id) for f in folders}
+    problems: list[str] = []
+
+    def report(message: str) -> None:
+        problems.append(message)
+        if on_problem:
+            on_problem(message)
+
+    scorer = _Scorer(options, out_dir, report)
+    rows: list[dict] = []
+    for concept_id in sorted(concepts):
+        concept = concepts[concept_id]
+        real = scorer.real_set(concept, data_root)
+        if real.n_real == 0:
+            report(f"concept '{concept_id}': no readable real image, so IS and DINO-IS are empty for it")
+        for indexed in (f for f in folders if f.concept_id == concept_id):
+            rows += scorer.score_folder(indexed, concept, real, images_dir)
+    if not rows:
+        first = f" (first problem: {problems[0]})" if problems else ""
+        raise TloraBenchError(f"no generated image under '{images_dir}' could be scored{first}")
+    provenance = scorer.provenance(manifest)
+    scores = pd.DataFrame(rows)
+    scores["rank"] = scores["rank"].astype("Int64")
+    scores["seed"] = scores["seed"].astype("Int64")
+    prompts = aggregate.per_prompt(scores)
+    concepts_table = aggregate.per_concept(prompts)
+    methods = aggregate.per_method(concepts_table, options.bootstrap, options.seed)
+    tables = [_with_provenance(t, provenance) for t in (scores, prompts, concepts_table, methods)]
+    unreadable = [str(path) for path in scorer.bank.problems]
+    result = EvalResult(out_dir, *tables, problems, unreadable, provenance, scorer.bank.cache.hits,
+                        scorer.bank.cache.misses)
+    _write_outputs(result, images_dir)
+    return result
+
+
+def parse_weights(assignments: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """--weights NAME=PATH values as a mapping; the names are checked by EvalOptions.check."""
+    weights = {}
+    for item in assignments:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise TloraBenchError(f"--weights expects NAME=PATH, e.g. clip-vit-b-32=/models/clip, got {item!r}")
+        weights[name.strip()] = path.strip()
+    return weights
+
+
+def format_done(result: EvalResult) -> str:
+    """The closing lines: how many images were scored, how many were left out, where the files are."""
+    skipped = len(result.unreadable_files)
+    note = f"; {skipped} unreadable files (listed above and in evaluation.json)" if skipped else ""
+    return (f"scored {len(result.scores)} images of {result.scores['method_label'].nunique()} methods and "
+            f"{result.scores['concept'].nunique()} concepts{note}\n"
+            f"image features: {result.cache_misses} computed, {result.cache_hits} from the cache\n"
+            f"wrote {', '.join(OUTPUT_FILES)} to {result.out_dir}")
+
+
+def _format_cell(row: pd.Series) -> str:
+    if np.isnan(row["mean"]):
+        return "-"
+    return f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def format_summary(result: EvalResult) -> str:
+    """A plain-text table of per-method means with their intervals, for the terminal."""
+    table = result.per_method
+    lines = []
+    header = f"{'method':<24} {'rank':>5}  " + "  ".join(f"{m:<22}" for m in aggregate.METRICS) + "  concepts"
+    lines.append(header)
+    for keys, group in table.groupby(aggregate.METHOD_KEYS, dropna=False, sort=True):
+        label, _, rank = keys
+        cells = {row["metric"]: _format_cell(row) for _, row in group.iterrows()}
+        n = int(group["n_concepts"].max())
+        rank_text = "-" if pd.isna(rank) else str(int(rank))
+        lines.append(f"{label:<24} {rank_text:>5}  " + "  ".join(f"{cells[m]:<22}" for m in aggregate.METRICS)
+                     + f"  {n}")
+    level = round(float(table["ci_level"].iloc[0]) * 100)
+    lines.append(f"mean [{level}% bootstrap interval over concepts]; headline TS: prompt without the class word")
+    if result.provenance["tiny_models"]:
+        lines.append("tiny random extractors (--tiny-models): these numbers only show that the pipeline runs")
+    return "\n".join(lines)
