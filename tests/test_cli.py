@@ -86,3 +86,22 @@ def test_readme_command_reference_is_current():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == cli_reference().strip(), "run: python -m tlora_bench.cli_docs"
+
+
+def test_set_values_are_not_overridden_by_flags_left_unset():
+    assert '"ranks": [\n    8\n  ]' in run("config", "--set", "ranks=8").output
+    _one_line_error(run("config", "--set", "ranks="), "config key 'ranks' must be positive integers")
+    assert '"ranks": [\n    4\n  ]' in run("config", "--set", "ranks=8", "--ranks", "4").output  # flags win
+
+
+def test_download_to_an_unwritable_place(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = run("concepts", "download", "--dest", str(blocker / "data"), "--url", "file:///x.zip")
+    _one_line_error(result, "cannot write the dataset to", "choose another --dest")
+
+
+def test_evaluate_reports_a_wrong_folder_before_a_missing_data_folder(tmp_path: Path):
+    env = {"TLORA_BENCH_DATA": str(tmp_path / "no-data")}
+    _one_line_error(run("evaluate", str(tmp_path / "nope"), env=env), "does not exist")
+    _one_line_error(run("evaluate", str(tmp_path), env=env), "no 'images.jsonl' found")

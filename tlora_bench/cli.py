@@ -168,7 +168,8 @@ def run_config_options(command):
 def build_config(preset: str | None, assignments: tuple[str, ...], **flags):
     from tlora_bench.config import load_config, parse_assignments
 
-    return load_config(preset, {**parse_assignments(assignments), **flags})
+    given = {key: value for key, value in flags.items() if value is not None}  # flags beat --set
+    return load_config(preset, {**parse_assignments(assignments), **given})
 
 
 @main.command("config")
@@ -246,10 +247,12 @@ def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | Non
     """Score generated images in DIR/<method>/<concept>/images.jsonl: IS, DINO-IS (masked too) and TS."""
     from tlora_bench.concepts import resolve_data_root
     from tlora_bench.metrics.evaluate import EvalOptions, evaluate_folder, format_done, format_summary, parse_weights
+    from tlora_bench.metrics.layout import find_indexed_folders
 
     out_dir = options.pop("out_dir")
     eval_options = EvalOptions(**options, weights=parse_weights(weights))
     eval_options.check()
+    find_indexed_folders(images_dir)  # a wrong DIR is the first thing to report, before the data folder
     manifest = _manifest(manifest_path)
     root = None if manifest_path else resolve_data_root(data_dir, manifest.name)
     result = evaluate_folder(images_dir, manifest=manifest, data_root=root, out_dir=out_dir, options=eval_options,

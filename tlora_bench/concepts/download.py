@@ -87,8 +87,12 @@ def download_dataset(manifest: Manifest, dest: Path | None = None, url: str | No
     if not url:
         raise TloraBenchError(f"manifest '{manifest.path}' has no archive_url; pass --url")
     sha256 = (sha256 or manifest.dataset.get("archive_sha256") or "").lower() or None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging_root = tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.")
+    except OSError as e:
+        raise TloraBenchError(f"cannot write the dataset to '{dest}' ({e.strerror}); choose another --dest") from None
+    with staging_root as tmp:
         archive, staging = Path(tmp) / "archive", Path(tmp) / "data"
         actual = _fetch(url, archive, timeout)
         if sha256 and actual != sha256:
