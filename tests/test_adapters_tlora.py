@@ -226,6 +226,8 @@ def test_flux_transformer_with_sigma_timesteps():
     ("tlora-4", {"r_min": 8}, "rank r=4 is smaller than r_min=8"),
     ("tlora-4", {"r_min": 0}, "r_min must be at least 1"),
     ("tlora-0", {}, "rank r must be a positive integer"),
+    ("lora-0", {}, "rank r must be a positive integer"),
+    ("ortho-lora-0", {}, "rank r must be a positive integer"),
     ("tlorra", {}, "unknown method 'tlorra'; did you mean 'tlora'"),
     ("tlora-4", {"svd_components": "bottom"}, "unknown svd_components value 'bottom'"),
     ("tlora-4", {"svd_source": "Q"}, "unknown svd_source value 'Q'"),

@@ -47,9 +47,6 @@ class AdapterConfig:
         values = {k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in data.items()}
         return cls(**values)
 
-    def replace(self, **changes: Any) -> AdapterConfig:
-        return dataclasses.replace(self, **changes)
-
 
 def layer_seed(seed: int, layer_name: str) -> int:
     """A per-layer seed that depends on the layer's name, not on the order layers are visited."""

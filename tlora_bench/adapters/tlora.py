@@ -41,7 +41,8 @@ class TLoRAConfig(AdapterConfig):
     num_train_timesteps: int = 1000  # T of the schedule: the scheduler's num_train_timesteps
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "r_min", check_rank_bounds(self.r, self.r_min) if self.mask else self.r_min)
+        r_min = check_rank_bounds(self.r, self.r_min)  # validates r for every member, r_min where it is used
+        object.__setattr__(self, "r_min", r_min if self.mask else self.r_min)
         for key, value, allowed in (("init", self.init, INITS), ("svd_source", self.svd_source, SVD_SOURCES),
                                     ("svd_components", self.svd_components, SVD_COMPONENTS)):
             if value not in allowed:
