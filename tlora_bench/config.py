@@ -14,10 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from tlora_bench import __version__
 from tlora_bench.concepts.manifest import Concept, Manifest
+from tlora_bench.devices import device_name
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_bytes, atomic_write_text
 from tlora_bench.metrics import aggregate
@@ -111,12 +112,6 @@ def _package_version(*names: str) -> str:
         except PackageNotFoundError:
             continue
     return "not installed"
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
 class _Scorer:
@@ -220,7 +215,7 @@ class _Scorer:
             "timm_version": _package_version("timm"),
             "transformers_version": _package_version("transformers"),
             "opencv_version": _package_version("opencv-python-headless", "opencv-python"),
-            "device": self.device, "device_name": _device_name(self.device), "dtype": self.options.dtype,
+            "device": self.device, "device_name": device_name(self.device), "dtype": self.options.dtype,
             "clip_extractor": self.clip.name, "clip_weights": self.clip.weights,
             "dino_extractor": self.dino.name, "dino_weights": self.dino.weights,
             "tiny_models": self.options.tiny_models,

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tlora_bench.devices import DTYPES, resolve_device, resolve_dtype
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.registry import Registry
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY_SEED = 0
 
 # The DINO authors' evaluation transform (resize 256 bicubic, center crop 224, ImageNet statistics), used by
@@ -85,23 +85,6 @@ def quiet_logging() -> Iterator[None]:
     finally:
         logging.disable(previous)
         root.removeHandler(guard)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' is CUDA when available, else CPU; an unavailable CUDA is a one-line error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise TloraBenchError(f"unknown device '{device}'; use cpu, cuda or auto")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TloraBenchError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise TloraBenchError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def local_weights_identity(path: str | Path) -> str:

@@ -1,4 +1,4 @@
-"""The SD-XL base 1.0 UNet: its config as a literal, and the model built on the meta device (no weights).
+"""SD-XL: the backend (training and sampling through diffusers), and the UNet's config as a literal.
 
 The config is `stabilityai/stable-diffusion-xl-base-1.0/unet/config.json` with every key that changes a
 shape written out, so parameter counts and memory estimates for SD-XL need neither a download nor 10 GiB
@@ -7,9 +7,26 @@ of RAM: `sdxl_unet_on_meta()` has the real module tree, with tensors that have s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from torch import nn
+
+from tlora_bench.devices import resolve_dtype
+from tlora_bench.models.backend import (
+    BackendSpec,
+    DiffusionBackend,
+    TrainingExample,
+    cpu_generators,
+    image_to_tensor,
+    model_load_error,
+    prepare_training_image,
+    quiet_loading,
+    resolved_revision,
+)
 
 # stable-diffusion-xl-base-1.0, unet/config.json (diffusers UNet2DConditionModel): 2,567,463,684 parameters.
 SDXL_UNET_CONFIG: dict[str, Any] = dict(
@@ -72,3 +89,102 @@ def sdxl_unet_on_meta():
 
     with torch.device("meta"):
         return UNet2DConditionModel(**SDXL_UNET_CONFIG).eval()
+
+
+def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    extra = {}
+    with quiet_loading():
+        try:
+            if vae_source:
+                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype)
+        except (OSError, ValueError) as e:  # not cached offline, wrong id, not a diffusers folder
+            raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
+        try:
+            pipeline = StableDiffusionXLPipeline.from_pretrained(source, revision=revision, dtype=dtype, **extra)
+        except (OSError, ValueError) as e:  # the same, or gated without a token
+            raise model_load_error(spec, source, revision, e) from None
+    # REFERENCE §4: the Euler scheduler from the model's own scheduler config.
+    pipeline.scheduler = EulerDiscreteScheduler.from_config(pipeline.scheduler.config)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+class SDXLBackend(DiffusionBackend):
+    """SD-XL through diffusers: epsilon-prediction MSE with DDPM noising, micro-conditioning, Euler sampling."""
+
+    @classmethod
+    def load(cls, spec: BackendSpec, *, source: str | None = None, revision: str | None = None,
+             vae_source: str | None = None, precision: str = "fp32",
+             device: str | torch.device = "cpu") -> SDXLBackend:
+        from tlora_bench.models.tiny import tiny_model_folder
+
+        source = source or spec.hub_id or str(tiny_model_folder(spec.name))
+        revision = revision or spec.revision
+        vae_source = vae_source or spec.vae_id
+        pipeline = _load_pipeline(spec, source, revision, vae_source, resolve_dtype(precision))
+        pipeline.to(device)
+        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline),
+                   precision=precision, device=torch.device(device), vae_source=vae_source)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(self.pipeline.scheduler.config)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.pipeline.unet
+
+    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            embeds, _, pooled, _ = self.pipeline.encode_prompt(prompt, device=self.device, num_images_per_prompt=1,
+                                                               do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    @torch.no_grad()
+    def encode_training_image(self, path: str | Path) -> TrainingExample:
+        prepared = prepare_training_image(path, self.spec.resolution)
+        vae = self.pipeline.vae
+        pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
+        distribution = vae.encode(pixels).latent_dist
+        # REFERENCE §3: add_time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
+        size = self.spec.resolution
+        time_ids = torch.tensor([[*prepared.original_size, *prepared.crop_top_left, size, size]], dtype=torch.float32)
+        return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu(),
+                               {"time_ids": time_ids})
+
+    def sample_latents(self, examples: Sequence[TrainingExample], generator: torch.Generator) -> torch.Tensor:
+        mean = torch.cat([e.latent_mean for e in examples])
+        std = torch.cat([e.latent_std for e in examples])
+        latents = mean + std * torch.randn(mean.shape, generator=generator)
+        return (latents * self.pipeline.vae.config.scaling_factor).to(self.device)
+
+    def noisy_and_target(self, latents: torch.Tensor, noise: torch.Tensor,
+                         t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = t.to(latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            return noisy, self.noise_scheduler.get_velocity(latents, noise, t)
+        return noisy, noise  # epsilon prediction (SD-XL base)
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, conditioning: dict[str, torch.Tensor],
+                examples: Sequence[TrainingExample]) -> torch.Tensor:
+        batch, dtype = noisy.shape[0], self.denoiser.dtype
+        added = {"text_embeds": conditioning["pooled_prompt_embeds"].repeat(batch, 1).to(dtype),
+                 "time_ids": torch.cat([e.extra["time_ids"] for e in examples]).to(self.device, dtype)}
+        return self.denoiser(noisy.to(dtype), t.to(self.device),
+                             encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
+                             added_cond_kwargs=added).sample
+
+    def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:
+        size = resolution or self.spec.resolution
+        with torch.no_grad():
+            return self.pipeline(
+                prompt=prompt, num_images_per_prompt=len(seeds), generator=cpu_generators(seeds),
+                num_inference_steps=num_inference_steps or self.spec.num_inference_steps,
+                guidance_scale=self.spec.guidance_scale if guidance_scale is None else guidance_scale,
+                height=size, width=size, output_type="pil").images

@@ -7,6 +7,13 @@ text encoders whose hidden states are concatenated) with block widths (32, 64).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 
 TINY_UNET_CONFIG = dict(
@@ -46,11 +53,20 @@ TINY_TEXT_ENCODER_CONFIG = dict(
 )
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Module inits draw from torch's global generator: seed it inside a fork, so the caller's stream is
+    left exactly as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def tiny_unet(seed: int = 0, **overrides):
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
+    with seeded(seed):
+        return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
 
 
 def tiny_unet_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,8 +83,8 @@ def tiny_unet_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
 def tiny_flux_transformer(seed: int = 0):
     from diffusers import FluxTransformer2DModel
 
-    torch.manual_seed(seed)
-    return FluxTransformer2DModel(**TINY_FLUX_CONFIG).eval()
+    with seeded(seed):
+        return FluxTransformer2DModel(**TINY_FLUX_CONFIG).eval()
 
 
 def tiny_flux_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -102,10 +118,15 @@ def tiny_clip_tokenizer():
 
 def tiny_sdxl_pipeline(seed: int = 0):
     """A complete StableDiffusionXLPipeline of tiny random models (Euler scheduler, as REFERENCE §4)."""
+
+    with seeded(seed):
+        return _tiny_sdxl_pipeline(seed)
+
+
+def _tiny_sdxl_pipeline(seed: int):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    torch.manual_seed(seed)
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3,
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4,
@@ -117,3 +138,29 @@ def tiny_sdxl_pipeline(seed: int = 0):
         vae=vae.eval(), text_encoder=CLIPTextModel(text_config).eval(),
         text_encoder_2=CLIPTextModelWithProjection(text_config).eval(), tokenizer=tiny_clip_tokenizer(),
         tokenizer_2=tiny_clip_tokenizer(), unet=tiny_unet(seed), scheduler=scheduler)
+
+
+TINY_FOLDER_VERSION = 1  # bump when a tiny model's architecture changes: old cache folders are left unused
+TINY_BUILDERS = {"tiny-sdxl": "tiny_sdxl_pipeline", "tiny-flux": "tiny_flux_pipeline"}
+
+
+def tiny_model_folder(name: str) -> Path:
+    """The diffusers folder of a tiny pipeline, written once to the cache, so that tiny models are loaded by
+    the same `from_pretrained` code as real ones. Written to a temporary folder, then renamed: a folder with
+    the final name is always complete."""
+    from tlora_bench.concepts.data_root import cache_dir
+
+    folder = cache_dir() / "models" / f"{name}-v{TINY_FOLDER_VERSION}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        globals()[TINY_BUILDERS[name]](seed=0).save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "model_index.json").is_file():  # not a lost race with another process
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
