@@ -84,6 +84,16 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     # -- shared behaviour ----------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """Attributes of the wrapped layer (in_features, kernel_size, ...) read through: model code that
+        inspects a layer (diffusers reads `add_embedding.linear_1.in_features`) keeps working."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
     @property
     def weight(self) -> torch.Tensor:  # code that reads `module.weight` (e.g. dtype checks) still works
         return self.base_layer.weight

@@ -1,5 +1,5 @@
-"""Tiny random-weight models with the real architectures (SD-XL UNet, FLUX transformer, a whole SD-XL
-pipeline), built in-process in seconds on a CPU. Their outputs mean nothing; tests assert properties.
+"""Tiny random-weight models with the real architectures (SD-XL UNet, FLUX transformer, whole SD-XL and
+FLUX pipelines), built in-process in seconds on a CPU. Their outputs mean nothing; tests assert properties.
 
 The shapes follow diffusers' own pipeline tests: an SD-XL-shaped UNet (text_time conditioning, two
 text encoders whose hidden states are concatenated) with block widths (32, 64).
@@ -34,9 +34,9 @@ TINY_UNET_CONFIG = dict(
     norm_num_groups=1,
 )
 
-TINY_FLUX_CONFIG = dict(
+TINY_FLUX_CONFIG = dict(  # FLUX.1-dev's structure: packed 2x2 latents (4 channels -> 16), guidance-distilled
     patch_size=1,
-    in_channels=4,
+    in_channels=16,
     num_layers=1,
     num_single_layers=1,
     attention_head_dim=16,
@@ -44,6 +44,7 @@ TINY_FLUX_CONFIG = dict(
     joint_attention_dim=32,
     pooled_projection_dim=32,
     axes_dims_rope=(4, 4, 8),
+    guidance_embeds=True,
 )
 
 TINY_TEXT_ENCODER_CONFIG = dict(
@@ -80,22 +81,24 @@ def tiny_unet_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def tiny_flux_transformer(seed: int = 0):
+def tiny_flux_transformer(seed: int = 0, **overrides):
     from diffusers import FluxTransformer2DModel
 
     with seeded(seed):
-        return FluxTransformer2DModel(**TINY_FLUX_CONFIG).eval()
+        return FluxTransformer2DModel(**{**TINY_FLUX_CONFIG, **overrides}).eval()
 
 
 def tiny_flux_inputs(batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs for `tiny_flux_transformer()` (packed latents, T5 states, pooled CLIP, guidance)."""
     g = torch.Generator().manual_seed(seed)
     height = width = 4
     return {
-        "hidden_states": torch.randn(batch, height * width, 4, generator=g),
+        "hidden_states": torch.randn(batch, height * width, TINY_FLUX_CONFIG["in_channels"], generator=g),
         "encoder_hidden_states": torch.randn(batch, 5, 32, generator=g),
         "pooled_projections": torch.randn(batch, 32, generator=g),
         "img_ids": torch.randn(height * width, 3, generator=g),
         "txt_ids": torch.randn(5, 3, generator=g),
+        "guidance": torch.full((batch,), 3.5),
     }
 
 
@@ -138,6 +141,58 @@ def _tiny_sdxl_pipeline(seed: int):
         vae=vae.eval(), text_encoder=CLIPTextModel(text_config).eval(),
         text_encoder_2=CLIPTextModelWithProjection(text_config).eval(), tokenizer=tiny_clip_tokenizer(),
         tokenizer_2=tiny_clip_tokenizer(), unet=tiny_unet(seed), scheduler=scheduler)
+
+
+TINY_T5_CONFIG = dict(  # T5 v1.1 layout (gated-gelu, as FLUX's T5-XXL); d_model = the transformer's joint dim
+    d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+    feed_forward_proj="gated-gelu", is_encoder_decoder=False, pad_token_id=0, eos_token_id=1,
+    decoder_start_token_id=0,
+)
+
+
+def tiny_t5_tokenizer():
+    """A T5 tokenizer (Unigram over single characters, no merges, no sentinels): built in-process, so no
+    download, and it writes a tokenizer.json that `from_pretrained` reads back."""
+    import string
+
+    from transformers import T5TokenizerFast
+
+    chars = [c for c in string.printable if not c.isspace()]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]  # T5's order; U+2581 marks a space
+    vocab += [(c, -3.0) for c in chars] + [("\u2581" + c, -2.5) for c in chars]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def tiny_flux_pipeline(seed: int = 0):
+    """A complete FluxPipeline of tiny random models, laid out like FLUX.1-dev (guidance-distilled
+    transformer, 16-channel-in packed latents, VAE shift/scale, dynamic-shift flow-matching scheduler)."""
+
+    with seeded(seed):
+        return _tiny_flux_pipeline(seed)
+
+
+def _tiny_flux_pipeline(seed: int):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    # Two blocks: vae_scale_factor 2, so 32 px -> 16x16 latents -> 8x8 packed tokens (32 % (2 x 2) == 0).
+    # latent_channels x 4 (the 2x2 packing) = the transformer's in_channels.
+    vae = AutoencoderKL(block_out_channels=(16, 32), in_channels=3, out_channels=3,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+                        latent_channels=TINY_FLUX_CONFIG["in_channels"] // 4, sample_size=32, norm_num_groups=8,
+                        scaling_factor=0.3611, shift_factor=0.1159,  # FLUX.1-dev's values
+                        use_quant_conv=False, use_post_quant_conv=False)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER_CONFIG))  # FLUX uses only its pooled output
+    tokenizer_2 = tiny_t5_tokenizer()
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), **TINY_T5_CONFIG))
+    # FLUX.1-dev's scheduler config: the shift follows the image's token count (mu), not a fixed shift.
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    return FluxPipeline(
+        scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2,
+        transformer=tiny_flux_transformer(seed))
 
 
 TINY_FOLDER_VERSION = 1  # bump when a tiny model's architecture changes: old cache folders are left unused

@@ -1,0 +1,169 @@
+"""FLUX.1: the backend (training and sampling through diffusers' FluxPipeline).
+
+Training follows the diffusers FLUX DreamBooth LoRA example (weighting scheme "none"): rectified flow,
+x_sigma = (1 - sigma) x + sigma noise, the transformer predicts the velocity noise - x. The transformer takes
+sigma = t / 1000 as its timestep, while T-LoRA's rank schedule takes t = sigma x 1000 (REFERENCE §1), so the
+timestep hook maps it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from tlora_bench.devices import resolve_dtype
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.models.backend import (
+    BackendSpec,
+    DiffusionBackend,
+    TrainingExample,
+    cpu_generators,
+    image_to_tensor,
+    model_load_error,
+    prepare_training_image,
+    quiet_loading,
+    resolved_revision,
+)
+
+# The example's --guidance_scale default: FLUX.1-dev is guidance-distilled, and the example trains with the
+# same embedded guidance (3.5) that it samples with, not 1.0.
+TRAIN_GUIDANCE = 3.5
+# FluxTransformer2DModel multiplies its timestep by this constant (not by the scheduler's T); the pipeline and
+# the example both divide by it.
+TIMESTEP_SCALE = 1000
+
+
+def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
+    from diffusers import AutoencoderKL, FluxPipeline
+
+    extra = {}
+    with quiet_loading():
+        try:
+            if vae_source:
+                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype)
+        except (OSError, ValueError) as e:  # not cached offline, wrong id, not a diffusers folder
+            raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
+        try:
+            pipeline = FluxPipeline.from_pretrained(source, revision=revision, dtype=dtype, **extra)
+        except (OSError, ValueError) as e:  # the same, or gated without a token (FLUX.1-dev is gated)
+            raise model_load_error(spec, source, revision, e) from None
+    # REFERENCE §4: the model's own flow-matching Euler scheduler, as the pipeline ships it.
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+class FluxBackend(DiffusionBackend):
+    """FLUX through diffusers: flow-matching MSE on packed latents, embedded guidance, Euler sampling."""
+
+    @classmethod
+    def load(cls, spec: BackendSpec, *, source: str | None = None, revision: str | None = None,
+             vae_source: str | None = None, precision: str = "fp32",
+             device: str | torch.device = "cpu") -> FluxBackend:
+        from tlora_bench.models.tiny import tiny_model_folder
+
+        source = source or spec.hub_id or str(tiny_model_folder(spec.name))
+        revision = revision or spec.revision
+        vae_source = vae_source or spec.vae_id
+        pipeline = _load_pipeline(spec, source, revision, vae_source, resolve_dtype(precision))
+        pipeline.to(device)
+        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline),
+                   precision=precision, device=torch.device(device), vae_source=vae_source)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        # A fresh copy for training: sampling calls set_timesteps on the pipeline's scheduler, which replaces
+        # its timesteps and sigmas. Fresh, with dynamic shifting (FLUX.1-dev), sigma_i = t_i / T exactly.
+        self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.pipeline.scheduler.config)
+
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.pipeline.transformer
+
+    def encode_prompt(self, prompt: str) -> dict[str, torch.Tensor]:
+        with torch.no_grad():  # T5 at the pipeline's max_sequence_length (512), as the example trains
+            embeds, pooled, text_ids = self.pipeline.encode_prompt(prompt, prompt_2=None, device=self.device,
+                                                                   num_images_per_prompt=1)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "text_ids": text_ids}
+
+    @torch.no_grad()
+    def encode_training_image(self, path: str | Path) -> TrainingExample:
+        prepared = prepare_training_image(path, self.spec.resolution)
+        vae = self.pipeline.vae
+        pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
+        distribution = vae.encode(pixels).latent_dist
+        # No micro-conditioning in FLUX: the latent distribution is all there is.
+        return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu())
+
+    def sample_latents(self, examples: Sequence[TrainingExample], generator: torch.Generator) -> torch.Tensor:
+        mean = torch.cat([e.latent_mean for e in examples])
+        std = torch.cat([e.latent_std for e in examples])
+        latents = mean + std * torch.randn(mean.shape, generator=generator)
+        config = self.pipeline.vae.config
+        return ((latents - (config.shift_factor or 0.0)) * config.scaling_factor).to(self.device)
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator,
+                         t_range: tuple[int, int] | None = None) -> torch.Tensor:
+        """The example's draw: u ~ U[0, 1) indexes the training scheduler's timesteps (T, T-1, ..., 1), so
+        t = sigma x T lies in (0, T] (t = T is pure noise, as at the first sampling step). A t_range keeps
+        the timesteps in [low, high) and draws uniformly among them."""
+        schedule = self.noise_scheduler.timesteps
+        if t_range is not None:
+            low, high = t_range
+            schedule = schedule[(schedule >= low) & (schedule < high)]
+            if len(schedule) == 0:
+                raise TloraBenchError(f"no training timestep of backend '{self.spec.name}' lies in "
+                                      f"[{low}, {high}); its timesteps are 1..{self.num_train_timesteps}")
+        u = torch.rand(batch, generator=generator)  # weighting_scheme "none": uniform, no loss weighting
+        return schedule[(u * len(schedule)).long()].float()
+
+    def _sigmas(self, t: torch.Tensor) -> torch.Tensor:
+        """The training scheduler's sigma of each t (the nearest of its timesteps: exact for sampled t)."""
+        schedule = self.noise_scheduler.timesteps
+        index = (schedule[None, :] - t.detach().cpu().float().reshape(-1, 1)).abs().argmin(dim=1)
+        return self.noise_scheduler.sigmas[index]
+
+    def noisy_and_target(self, latents: torch.Tensor, noise: torch.Tensor,
+                         t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = self._sigmas(t).to(latents.device, latents.dtype).view(-1, *([1] * (latents.ndim - 1)))
+        return (1.0 - sigma) * latents + sigma * noise, noise - latents  # flow matching: velocity target
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, conditioning: dict[str, torch.Tensor],
+                examples: Sequence[TrainingExample]) -> torch.Tensor:
+        pipe, dtype = self.pipeline, self.denoiser.dtype
+        batch, channels, height, width = noisy.shape
+        # The transformer sees 2x2 patches of the latents as tokens, each with its (0, row, col) position.
+        packed = pipe._pack_latents(noisy.to(dtype), batch, channels, height, width)
+        image_ids = pipe._prepare_latent_image_ids(batch, height // 2, width // 2, self.device, dtype)
+        guidance = None
+        if self.denoiser.config.guidance_embeds:
+            guidance = torch.full((batch,), TRAIN_GUIDANCE, device=self.device, dtype=torch.float32)
+        # The timestep goes in fp32 (the transformer casts it itself), so the hook gives the adapters t / 1000
+        # x 1000 without bf16 rounding.
+        prediction = self.denoiser(
+            hidden_states=packed, timestep=(t.to(self.device, torch.float32) / TIMESTEP_SCALE), guidance=guidance,
+            pooled_projections=conditioning["pooled_prompt_embeds"].repeat(batch, 1).to(dtype),
+            encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
+            txt_ids=conditioning["text_ids"].to(self.device, dtype), img_ids=image_ids, return_dict=False)[0]
+        scale = pipe.vae_scale_factor  # _unpack_latents takes the image size in pixels
+        return pipe._unpack_latents(prediction, height * scale, width * scale, scale)
+
+    def to_train_timesteps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        from tlora_bench.adapters.timestep import sigma_to_timestep
+
+        return sigma_to_timestep  # the denoiser gets sigma = t / 1000; r(t) needs t (REFERENCE §1)
+
+    def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:
+        size = resolution or self.spec.resolution
+        with torch.no_grad():  # guidance_scale is FLUX.1-dev's embedded guidance (no CFG batch doubling)
+            return self.pipeline(
+                prompt=prompt, num_images_per_prompt=len(seeds), generator=cpu_generators(seeds),
+                num_inference_steps=num_inference_steps or self.spec.num_inference_steps,
+                guidance_scale=self.spec.guidance_scale if guidance_scale is None else guidance_scale,
+                height=size, width=size, output_type="pil").images

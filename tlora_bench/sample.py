@@ -1,0 +1,218 @@
+"""The sampler: every prompt of a concept, with the seed rule, for one trained adapter (REFERENCE.md section 4).
+
+    adapter file -> concept, token, base model -> for each prompt template, batches of its images:
+        one CPU generator per image seed -> backend.generate -> one PNG each, written atomically
+    -> DIR/<method label>/<concept>/images.jsonl (the layout `tlora-bench evaluate` reads)
+
+Resume works per image: a PNG whose text metadata matches its slot (template, seed, adapter) is kept, any
+other file in its place (truncated, from another adapter) is generated again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.fileio import atomic_write_bytes, sha256_file
+from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    prompts: int | None = None  # only the first N prompt templates (the base prompt first); None: all 32
+    images_per_prompt: int = IMAGES_PER_PROMPT
+    base_images: int = IMAGES_PER_BASE_PROMPT
+    batch_size: int = 5  # images of one prompt per denoiser batch
+    base_seed: int | None = None  # the seed rule's base seed; None: the adapter's training seed
+    num_inference_steps: int | None = None  # None: the backend's (SD-XL 25, FLUX 28)
+    guidance_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompts is not None and self.prompts < 1:
+            raise TloraBenchError(f"--prompts must be at least 1, got {self.prompts}")
+        if self.batch_size < 1:
+            raise TloraBenchError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class SampleResult:
+    folder: Path
+    n_images: int
+    n_generated: int
+    n_kept: int  # finished images found from an earlier run
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What the sampler reads from an adapter file: its training spec and the label and rank it names."""
+
+    path: Path
+    spec: Any  # TrainSpec
+    label: str
+    method: str
+    rank: int | None
+    mergeable: bool
+    sha256: str
+
+
+def read_adapter_info(path: str | Path) -> AdapterInfo:
+    from tlora_bench.adapters import METHODS
+    from tlora_bench.adapters.io import read_adapter_config, read_adapter_metadata
+    from tlora_bench.train import TrainSpec
+
+    path = Path(path)
+    metadata = read_adapter_metadata(path)
+    if "train_spec" not in metadata:
+        raise TloraBenchError(f"'{path}' was not written by `tlora-bench train` (no training spec in its "
+                              "metadata), so the sampler cannot tell its concept and base model")
+    spec = TrainSpec.from_dict(json.loads(metadata["train_spec"]))
+    config = read_adapter_config(path)
+    return AdapterInfo(path, spec, metadata.get("label", config.method), config.method,
+                       getattr(config, "r", None), METHODS.get(config.method).mergeable, sha256_file(path))
+
+
+def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[PromptItem]]:
+    """The concept and every image to generate, in order; `options.prompts` keeps the first N templates."""
+    from tlora_bench.concepts import bundled_manifest, load_manifest
+
+    spec = info.spec
+    manifest = load_manifest(spec.manifest) if spec.manifest else bundled_manifest()
+    concept = manifest.get(spec.concept)
+    base_seed = spec.seed if options.base_seed is None else options.base_seed
+    items = prompt_items(concept, token=spec.token, base_seed=base_seed,
+                         images_per_prompt=options.images_per_prompt, base_images=options.base_images)
+    templates = list(dict.fromkeys(item.template for item in items))
+    if options.prompts is not None:
+        templates = templates[:options.prompts]
+        items = [item for item in items if item.template in templates]
+    return concept, items
+
+
+def image_name(items: list[PromptItem], item: PromptItem) -> str:
+    number = list(dict.fromkeys(i.template for i in items)).index(item.template)
+    return f"p{number:02d}_i{item.image_index:02d}.png"
+
+
+def _png_text(info: AdapterInfo, item: PromptItem, model: str) -> dict[str, str]:
+    return {"prompt": item.prompt, "template": item.template, "image_index": str(item.image_index),
+            "seed": str(item.seed), "method": info.label, "rank": "" if info.rank is None else str(info.rank),
+            "model": model, "adapter_sha256": info.sha256}
+
+
+def _is_finished(path: Path, expected: dict[str, str]) -> bool:
+    """A readable PNG whose metadata names the same slot and adapter (a half-written file never is)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            text = dict(getattr(image, "text", {}))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return all(text.get(k) == expected[k] for k in ("template", "seed", "image_index", "adapter_sha256"))
+
+
+def _write_png(path: Path, image: Image.Image, text: dict[str, str]) -> None:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_index(folder: Path, info: AdapterInfo, items: list[PromptItem], done: set[str]) -> None:
+    from tlora_bench.metrics.layout import ImageRecord, write_images_index
+
+    rows = [ImageRecord(file=image_name(items, item), template=item.template, image_index=item.image_index,
+                        seed=item.seed, method=info.label, rank=info.rank, prompt=item.prompt)
+            for item in items if image_name(items, item) in done]
+    write_images_index(folder, rows)
+
+
+def generate(adapter_path: str | Path, images_root: str | Path, *, options: SampleOptions | None = None,
+             backend=None, device: str = "auto", label: str | None = None, progress: bool = True,
+             on_image: Callable[[str], None] | None = None) -> SampleResult:
+    """Generate the adapter's images into images_root/<label>/<concept>/ and write its images.jsonl.
+
+    `label` names the method folder (default: the adapter's label, e.g. "tlora-64"); `backend`: an
+    already loaded backend of the adapter's model, left as it was found.
+    """
+    options = options or SampleOptions()
+    started = time.perf_counter()
+    info = read_adapter_info(adapter_path)
+    label = label or info.label
+    concept, items = plan_items(info, options)
+    folder = Path(images_root) / label / concept.id
+    folder.mkdir(parents=True, exist_ok=True)
+    model_name = info.spec.model
+    info = AdapterInfo(**{**info.__dict__, "label": label})
+    done = {image_name(items, item) for item in items
+            if _is_finished(folder / image_name(items, item), _png_text(info, item, model_name))}
+    todo = [item for item in items if image_name(items, item) not in done]
+    kept = len(done)
+    if todo:
+        backend = backend or _load_backend(info, device)
+        with adapter_loaded(backend, info):
+            _sample_items(backend, info, items, todo, folder, done, options, progress, on_image)
+    _write_index(folder, info, items, done)
+    return SampleResult(folder, len(items), len(todo), kept, time.perf_counter() - started)
+
+
+def _load_backend(info: AdapterInfo, device: str):
+    from tlora_bench.models import load_backend
+
+    spec = info.spec
+    return load_backend(spec.model, source=spec.model_path, revision=spec.revision, vae_source=spec.vae_path,
+                        precision=spec.precision, device=device)
+
+
+@contextlib.contextmanager
+def adapter_loaded(backend, info: AdapterInfo) -> Iterator[None]:
+    """The adapter attached to the backend's denoiser, merged when the method allows it; detached after."""
+    from tlora_bench.adapters import detach_adapters, merge_adapters
+    from tlora_bench.adapters.io import load_adapter
+
+    load_adapter(backend.denoiser, info.path)
+    try:
+        backend.install_timestep_hook()
+        if info.mergeable:  # one weight for every step: sampling runs at the base model's speed
+            merge_adapters(backend.denoiser)
+        yield
+    finally:
+        backend.remove_timestep_hook()
+        detach_adapters(backend.denoiser)
+
+
+def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: list[PromptItem], folder: Path,
+                  done: set[str], options: SampleOptions, progress: bool,
+                  on_image: Callable[[str], None] | None) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), disable=not progress, desc=f"sample {info.label} {folder.name}", unit="img",
+               leave=False)
+    for _, group in groupby(todo, key=lambda item: item.template):
+        group = list(group)
+        for start in range(0, len(group), options.batch_size):
+            chunk = group[start:start + options.batch_size]
+            images = backend.generate(chunk[0].prompt, [item.seed for item in chunk],
+                                      num_inference_steps=options.num_inference_steps,
+                                      guidance_scale=options.guidance_scale)
+            for item, image in zip(chunk, images, strict=True):
+                name = image_name(items, item)
+                _write_png(folder / name, image, _png_text(info, item, info.spec.model))
+                done.add(name)
+                if on_image:
+                    on_image(name)
+            _write_index(folder, info, items, done)  # a crash leaves an index of finished images only
+            bar.update(len(chunk))
+    bar.close()
