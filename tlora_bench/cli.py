@@ -261,6 +261,172 @@ def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | Non
     click.echo(format_done(result))
 
 
+# ---- models ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+def models() -> None:
+    """Model backends: list them with their weights' cache state, pre-fetch weights."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Each backend: hub id, revision, sampling defaults, and whether its weights are cached."""
+    from tlora_bench.models import backend_names, backend_spec
+    from tlora_bench.models.download import cache_status
+
+    for name in backend_names():
+        spec = backend_spec(name)
+        aliases = f" (alias: {', '.join(spec.aliases)})" if spec.aliases else ""
+        click.echo(f"{name}{aliases}: {spec.summary}")
+        click.echo(f"  {spec.resolution}px, {spec.num_inference_steps} steps, guidance {spec.guidance_scale}, "
+                   f"optimizer {spec.optimizer}")
+        for row in cache_status(spec):
+            state = "cached" if row.cached else "not cached: run `tlora-bench models download --model " + name + "`"
+            click.echo(f"  {row.repo} @ {row.revision or 'main'}: {state}")
+        if spec.hub_id is None:
+            click.echo("  random weights, built into the tlora-bench cache on first use")
+
+
+@models.command("download")
+@click.option("--model", "names", multiple=True, default=("sdxl",), show_default=True,
+              help="Backend whose weights to fetch (repeatable): sdxl, flux.")
+@click.option("--evaluation", is_flag=True, help="Also fetch the CLIP, DINO and segmenter weights of evaluate.")
+def models_download(names: tuple[str, ...], evaluation: bool) -> None:
+    """Fetch every weight a run needs into the Hugging Face cache (for machines without internet)."""
+    from tlora_bench.metrics.weights import fetch_evaluation_weights
+    from tlora_bench.models import backend_spec
+    from tlora_bench.models.download import download_model
+
+    for name in names:
+        backend_spec(name)  # every name checked before the first download
+    for name in names:
+        download_model(name, on_done=lambda line: click.echo(f"ok: {line}"))
+    if evaluation:
+        fetch_evaluation_weights(on_done=lambda line: click.echo(f"ok: {line}"))
+
+
+# ---- train and generate ---------------------------------------------------------------------------------
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TloraBenchError(f"{flag} takes KEY=VALUE, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _parse_option_value(value: str):
+    """'16' -> 16, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _timestep_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        low, high = (int(p) for p in parts)
+    except ValueError:
+        raise TloraBenchError(f"--timestep-range takes low,high, e.g. 800,1000; got '{value}'") from None
+    return low, high
+
+
+@main.command("train")
+@click.option("--method", required=True, help="Method label, e.g. tlora, lora-64, oft-32 (`tlora-bench methods`).")
+@click.option("--rank", type=int, default=None, help="Rank r for rank-sized methods (default: the label's or 64).")
+@click.option("--r-min", type=int, default=None, help="r_min of T-LoRA's rank schedule (default: r // 2).")
+@click.option("--concept", required=True, help="Concept id, e.g. dog6.")
+@click.option("--model", default="sdxl", show_default=True, help="Model backend (`tlora-bench models list`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the adapter, checkpoint and training log; re-running resumes.")
+@manifest_option
+@data_dir_option
+@click.option("--model-path", default=None, help="A hub id or local diffusers folder instead of the model's default.")
+@click.option("--vae-path", default=None, help="A hub id or local folder for the VAE (SD-XL: the fp16-fix VAE).")
+@click.option("--revision", default=None, help="Hub revision of the model.")
+@click.option("--precision", default="fp32", show_default=True,
+              help="fp32 (the authors) or bf16 (base model in bf16, adapter and optimizer in fp32).")
+@click.option("--steps", type=int, default=None, help="Training steps (default: the method's, e.g. T-LoRA 800).")
+@click.option("--optimizer", default=None, help="adamw or prodigy (default: the model's; FLUX uses prodigy).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: the method's).")
+@click.option("--weight-decay", type=float, default=None, help="Weight decay (default: the method's).")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Samples per step.")
+@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, help="Gradient clipping; 0: none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the adapter init and the loop.")
+@click.option("--timestep-range", default=None, help="Train on t in [low, high) only, e.g. 800,1000 (Figure 2).")
+@click.option("--images", "train_images", type=int, default=1, show_default=True,
+              help="Train on the first N images of the concept, the training image first (Table 4).")
+@click.option("--token", default="sks", show_default=True, help="The rare token that stands for V*.")
+@click.option("--checkpoint-every", type=int, default=100, show_default=True,
+              help="Steps between checkpoints (0: only at the end).")
+@click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory in the denoiser.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="An adapter option (repeatable), e.g. svd_source=W, svd_components=top, gamma=2, alpha=64.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def train_cmd(out_dir: str, options: tuple[str, ...], device: str, r_min: int | None, manifest_path: str | None,
+              timestep_range: str | None, max_grad_norm: float, **values) -> None:
+    """Train one adapter on one concept; resumes from the folder's last checkpoint."""
+    from tlora_bench.train import TrainSpec, train
+
+    adapter = {key: _parse_option_value(value) for key, value in _pairs(options, "--option").items()}
+    if r_min is not None:
+        adapter["r_min"] = r_min
+    spec = TrainSpec(**values, adapter=adapter, manifest=manifest_path, max_grad_norm=max_grad_norm or None,
+                     timestep_range=_timestep_range(timestep_range))
+    result = train(spec, out_dir, device=device)
+    if result.already_done:
+        click.echo(f"already trained: {result.adapter_path}")
+        return
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    click.echo(f"trained {result.steps} steps in {result.seconds:.1f}s{resumed}: {result.adapter_path}")
+
+
+@main.command("generate")
+@click.argument("adapter_dir", metavar="DIR", type=click.Path())
+@click.option("--prompts", type=int, default=None, help="Only the first N prompt templates (the base prompt first).")
+@click.option("--batch-size", type=int, default=5, show_default=True, help="Images of one prompt per batch.")
+@click.option("--images-per-prompt", type=int, default=5, show_default=True, help="Images per contextual prompt.")
+@click.option("--base-images", type=int, default=15, show_default=True, help="Images of the base prompt.")
+@click.option("--base-seed", type=int, default=None, help="Base seed of the seed rule (default: the training seed).")
+@click.option("--out", "images_root", type=click.Path(file_okay=False), default=None,
+              help="Root of the images layout (default: DIR/images); images go to OUT/<method>/<concept>/.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts: int | None, batch_size: int,
+                 images_per_prompt: int, base_images: int, base_seed: int | None) -> None:
+    """Generate every prompt's images for the adapter in DIR (a `train --out` folder or an adapter file)."""
+    from pathlib import Path
+
+    from tlora_bench.sample import SampleOptions, generate
+    from tlora_bench.train import ADAPTER_FILE
+
+    path = Path(adapter_dir)
+    adapter = path / ADAPTER_FILE if path.is_dir() else path
+    if not adapter.is_file():
+        raise TloraBenchError(f"no adapter at '{adapter}'; pass a folder written by `tlora-bench train` "
+                              "(it finishes with adapter.safetensors) or the adapter file")
+    options = SampleOptions(prompts=prompts, images_per_prompt=images_per_prompt, base_images=base_images,
+                            batch_size=batch_size, base_seed=base_seed)
+    root = Path(images_root) if images_root else adapter.parent / "images"
+    result = generate(adapter, root, options=options, device=device)
+    click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
+               f"in {result.seconds:.1f}s: {result.folder}")
+    click.echo(f"score them: tlora-bench evaluate {root}")
+
+
 # ---- methods --------------------------------------------------------------------------------------------
 
 

@@ -168,6 +168,7 @@ def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
     """A folder trains one spec: resuming with another is refused, naming the first difference."""
     path = out_dir / SPEC_FILE
     if not path.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(spec.to_dict(), indent=2) + "\n")
         return
     try:
@@ -252,13 +253,12 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
     from tlora_bench.models import load_backend
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     adapter_path = out_dir / ADAPTER_FILE
+    concept, image_paths = training_images(spec)  # user errors before anything is written or loaded
+    resolve_recipe(spec)
     check_spec_file(out_dir, spec)
     if adapter_path.is_file():
         return TrainResult(out_dir, adapter_path, 0, 0, 0.0, already_done=True)
-    concept, image_paths = training_images(spec)  # user errors before the (slow) model load
-    resolve_recipe(spec)
     if backend is None:
         backend = load_backend(spec.model, source=spec.model_path, revision=spec.revision,
                                vae_source=spec.vae_path, precision=spec.precision, device=device)

@@ -1,0 +1,148 @@
+"""The training loop on the tiny SD-XL backend: every method trains, logs, saves, reloads; determinism,
+resume, divergence and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.train_helpers import SEVEN_METHODS, adapter_tensors, load_tiny, spec, write_concepts
+from tlora_bench.adapters import adapter_layers, detach_adapters
+from tlora_bench.adapters.io import load_adapter, read_adapter_metadata
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.train import (
+    ADAPTER_FILE,
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    TrainingDiverged,
+    TrainSpec,
+    resolve_recipe,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return {"manifest": write_concepts(root / "data"), "backend": load_tiny("tiny-sdxl", root / "cache")}
+
+
+@pytest.mark.parametrize("method", SEVEN_METHODS)
+def test_every_method_trains_logs_and_reloads(workspace, tmp_path, method):
+    backend = workspace["backend"]
+    result = train(spec(workspace["manifest"], method), tmp_path, backend=backend, progress=False)
+    assert result.steps == 3 and (tmp_path / ADAPTER_FILE).is_file()
+    assert not (tmp_path / CHECKPOINT_FILE).exists()  # the adapter replaces the optimizer state
+    rows = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert set(row) == {"step", "t", "loss", "lr", "grad_norm", "seconds"}
+        assert math.isfinite(row["loss"]) and row["loss"] >= 0 and row["grad_norm"] >= 0
+        assert all(0 <= t < 1000 for t in row["t"])
+    metadata = read_adapter_metadata(tmp_path / ADAPTER_FILE)
+    assert metadata["concept"] == "rex" and json.loads(metadata["training_images"]) == ["01.jpg"]
+    assert json.loads(metadata["base_model"])["backend"] == "tiny-sdxl"
+    for key in ("git_commit", "torch_version", "diffusers_version", "peft_version", "steps", "seed", "precision"):
+        assert key in metadata
+    model = backend.denoiser
+    assert not any(True for _ in model.modules() if hasattr(_, "base_layer"))  # train() detached its adapter
+    load_adapter(model, tmp_path / ADAPTER_FILE)
+    try:
+        assert len(adapter_layers(model)) > 0
+    finally:
+        detach_adapters(model)
+
+
+def test_same_seed_gives_identical_adapters_and_another_seed_does_not(workspace, tmp_path):
+    backend, manifest = workspace["backend"], workspace["manifest"]
+    runs = {name: train(spec(manifest, seed=seed), tmp_path / name, backend=backend, progress=False)
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+    a, b, c = (adapter_tensors(runs[n].adapter_path) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_from_a_mid_run_checkpoint_equals_an_uninterrupted_run(workspace, tmp_path):
+    backend, manifest = workspace["backend"], workspace["manifest"]
+    job = spec(manifest, "tlora-4", steps=6, checkpoint_every=2, batch_size=2)
+    full = train(job, tmp_path / "full", backend=backend, progress=False)
+
+    def crash(row):
+        if row["step"] == 5:
+            raise KeyboardInterrupt  # a kill after step 5, whose checkpoint was never written
+
+    with pytest.raises(KeyboardInterrupt):
+        train(job, tmp_path / "cut", backend=backend, progress=False, on_step=crash)
+    assert (tmp_path / "cut" / CHECKPOINT_FILE).is_file() and not (tmp_path / "cut" / ADAPTER_FILE).exists()
+    resumed = train(job, tmp_path / "cut", backend=backend, progress=False)
+    assert resumed.resumed_from == 4
+    x, y = adapter_tensors(full.adapter_path), adapter_tensors(resumed.adapter_path)
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    logs = [[json.loads(line)["loss"] for line in (tmp_path / d / LOG_FILE).read_text().splitlines()]
+            for d in ("full", "cut")]
+    assert logs[0] == logs[1]  # the log is cut back to the checkpoint, then continues
+    assert train(job, tmp_path / "cut", backend=backend, progress=False).already_done
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(workspace, tmp_path, monkeypatch):
+    backend, manifest = workspace["backend"], workspace["manifest"]
+    predict, calls = backend.predict, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        out = predict(*args, **kwargs)
+        return out * float("nan") if len(calls) == 3 else out
+
+    monkeypatch.setattr(backend, "predict", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at step 3 .*checkpoint \(step 2\)"):
+        train(spec(manifest, steps=5, checkpoint_every=2), tmp_path, backend=backend, progress=False)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["adapter"].values())
+    assert not (tmp_path / ADAPTER_FILE).exists()
+
+
+def test_timestep_range_and_batch_give_per_sample_t_inside_the_range(workspace, tmp_path):
+    job = spec(workspace["manifest"], "vanilla-tlora-4", batch_size=3, timestep_range=(800, 1000))
+    train(job, tmp_path, backend=workspace["backend"], progress=False)
+    ts = [t for line in (tmp_path / LOG_FILE).read_text().splitlines() for t in json.loads(line)["t"]]
+    assert len(ts) == 9 and all(800 <= t < 1000 for t in ts)
+
+
+def test_several_training_images_are_the_concept_images_training_image_first(workspace, tmp_path):
+    train(spec(workspace["manifest"], "lora-4", concept="mug", train_images=3), tmp_path,
+          backend=workspace["backend"], progress=False)
+    assert json.loads(read_adapter_metadata(tmp_path / ADAPTER_FILE)["training_images"]) == \
+        ["00.jpg", "01.jpg", "02.jpg"]
+    with pytest.raises(TloraBenchError, match="has 3 images; --images 4"):
+        train(spec(workspace["manifest"], concept="mug", train_images=4), tmp_path / "x", backend=workspace["backend"])
+
+
+def test_a_folder_refuses_another_spec_and_bad_specs_fail_before_writing(workspace, tmp_path):
+    manifest = workspace["manifest"]
+    train(spec(manifest, "lora-4"), tmp_path / "a", backend=workspace["backend"], progress=False)
+    with pytest.raises(TloraBenchError, match="method='lora-4', not 'lora-8'"):
+        train(spec(manifest, "lora-8"), tmp_path / "a", backend=workspace["backend"])
+    for bad, message in ((dict(method="tlroa"), "did you mean 'tlora'"), (dict(model="tinyy"), "model backend"),
+                         (dict(concept="nope"), "unknown concept 'nope'"), (dict(method="tlora-0"), "rank")):
+        with pytest.raises(TloraBenchError, match=message):
+            train(spec(manifest, **{"method": "tlora-4", **bad}), tmp_path / "b")
+        assert not (tmp_path / "b").exists()
+    with pytest.raises(TloraBenchError, match="timestep range"):
+        TrainSpec(method="lora", concept="rex", timestep_range=(900, 800))
+
+
+def test_recipe_takes_method_and_backend_defaults_and_overrides():
+    recipe = resolve_recipe(TrainSpec(method="tlora", concept="dog6", rank=16))
+    assert (recipe.label, recipe.steps, recipe.optimizer, recipe.lr) == ("tlora-16", 800, "adamw", 1e-4)
+    assert recipe.adapter_config.r == 16 and recipe.adapter_config.r_min == 8
+    flux = resolve_recipe(TrainSpec(method="vanilla-tlora-64", concept="dog6", model="flux"))
+    assert (flux.steps, flux.optimizer, flux.lr) == (500, "prodigy", 1.0)
+    assert "add_q_proj" in flux.adapter_config.target_modules
+    svdiff = resolve_recipe(TrainSpec(method="svdiff", concept="dog6", steps=7, lr=5e-4))
+    assert (svdiff.steps, svdiff.lr, svdiff.weight_decay) == (7, 5e-4, 0.01)
+    with pytest.raises(TloraBenchError, match="has no rank"):
+        resolve_recipe(TrainSpec(method="oft", concept="dog6", rank=8))
