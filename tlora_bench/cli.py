@@ -180,6 +180,57 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
     click.echo(json.dumps(config.to_dict(), indent=2))
 
 
+# ---- run ------------------------------------------------------------------------------------------------
+
+
+@main.command("run")
+@run_config_options
+@click.option("--out", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="The run folder (default: <output_dir>/<name>, e.g. results/smoke). Re-running resumes it.")
+@click.option("--dry-run", is_flag=True, help="Print the jobs, steps, images and a device-hour estimate; run nothing.")
+@click.option("--executor", default="local", show_default=True, help="local, or ray (pip install 'tlora-bench[ray]').")
+@click.option("--devices", default=None, help="local: GPUs to use, one worker each, e.g. 0,1,2,3 (default: one).")
+@click.option("--address", default=None, help="ray: the cluster, auto or HOST:PORT (default: a local Ray instance).")
+@click.option("--force-new", is_flag=True, help="Start anew in a folder that holds a run of another config "
+                                                "(the old run is moved aside, not deleted).")
+@click.option("--retry-failed", is_flag=True, help="Run the jobs that failed before again.")
+def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | None, dry_run: bool, executor: str,
+            devices: str | None, address: str | None, force_new: bool, retry_failed: bool, **flags) -> None:
+    """Train, sample and score every job of a preset or of the flags; resumes after any crash."""
+    from pathlib import Path
+
+    from tlora_bench.errors import EXIT_INCOMPLETE
+    from tlora_bench.runner import format_outcomes, format_plan, run
+    from tlora_bench.runner.executors import parse_devices
+    from tlora_bench.runner.run import default_run_dir
+
+    config = build_config(preset, assignments, **flags)
+    folder = Path(run_dir) if run_dir else default_run_dir(config)
+    if dry_run:
+        click.echo(format_plan(config, folder))
+        return
+    result = run(config, folder, executor=executor, devices=tuple(parse_devices(devices)), address=address,
+                 force_new=force_new, retry_failed=retry_failed, echo=click.echo)
+    click.echo(format_outcomes(result))
+    if result.leaderboard is not None:
+        click.echo(result.leaderboard.to_string(index=False, max_cols=12))
+    if not result.complete:
+        sys.exit(EXIT_INCOMPLETE)
+
+
+@main.command("presets")
+def presets_cmd() -> None:
+    """List the bundled presets with their number of jobs."""
+    from tlora_bench.config import load_config, preset_names
+    from tlora_bench.runner import plan_jobs
+
+    click.echo(f"{'preset':<16} {'model':<10} {'jobs':>5}  methods")
+    for name in preset_names():
+        config = load_config(name)
+        methods = ", ".join(config.methods)
+        click.echo(f"{name:<16} {config.model:<10} {len(plan_jobs(config)):>5}  {methods}")
+
+
 # ---- adapter files --------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
+from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
 
 
 @dataclass(frozen=True)
@@ -24,27 +25,44 @@ class RunConfig:
     """Everything a `tlora-bench run` needs. Field comments cite the paper where a value comes from it."""
 
     name: str = "run"
-    methods: tuple[str, ...] = ("tlora",)  # registry names, e.g. tlora, lora, oft
+    # Method labels (tlora, lora-64, oft-32) or names of `variants`; rank-sized methods without a "-N" size
+    # run once per rank in `ranks`.
+    methods: tuple[str, ...] = ("tlora",)
     ranks: tuple[int, ...] = (64,)  # r: adapter rank (paper main results r = 64)
     r_min: int | None = None  # r_min of T-LoRA's rank schedule; None = r // 2, the paper's default
+    # Named method variants: a label -> {method = "lora", rank = 64, timestep_range = [800, 1000], r_min = 16,
+    # steps = 500, train_images = 2, svd_source = "W", ...}: any training option or adapter option.
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     concepts: str = "dreambooth25"  # a set name, comma-separated ids, or a user manifest .toml
-    model: str = "sdxl"  # model backend
+    model: str = "sdxl"  # model backend (`tlora-bench models list`)
+    model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
+    vae_path: str | None = None
+    revision: str | None = None
     precision: str = "fp32"  # REFERENCE.md section 3, Decision: fp32 for paper presets
-    # Step overrides by method name; the key "all" applies to every method without its own entry.
+    # Step overrides by method name, label or variant; the key "all" applies to every method without its own.
     steps: Mapping[str, int] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)  # base seeds of the seed rule (REFERENCE.md section 4)
-    output_dir: str = "results"
+    output_dir: str = "results"  # runs go to <output_dir>/<name> unless `run --out` names the folder
     data_dir: str | None = None  # None: $TLORA_BENCH_DATA, then the download cache
-    token: str = "sks"  # the paper's V*
-    images_per_prompt: int = 5
-    base_images: int = 15
+    token: str = DEFAULT_TOKEN  # the paper's V*
+    images_per_prompt: int = IMAGES_PER_PROMPT
+    base_images: int = IMAGES_PER_BASE_PROMPT
+    prompts: int | None = None  # only the first N prompt templates (base prompt first); None: all 32
+    sample_batch_size: int = 5  # images of one prompt per denoiser batch
+    checkpoint_every: int = 100  # training steps between checkpoints
+    gradient_checkpointing: bool = False
+    segmenter: str = "grabcut"  # masks for masked IS / DINO-IS (docs/evaluation.md)
+    dino: str = "dino-vits16"  # DINO-IS model (REFERENCE.md section 5, Decision)
+    tiny_extractors: bool = False  # score with tiny random extractors: smoke runs only, meaningless numbers
+    bootstrap: int = 1000  # resamples of the 95% interval over concepts
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))
+        object.__setattr__(self, "variants", MappingProxyType({k: MappingProxyType(dict(v))
+                                                                for k, v in self.variants.items()}))
         _check(bool(self.name.strip()), "name", "must not be empty")
         _check(len(self.methods) > 0, "methods", "name at least one method, e.g. methods = [\"tlora\"]")
         _check(len(set(self.methods)) == len(self.methods), "methods", f"lists a method twice: {self.methods}")
-        _check_methods(self.methods)
         _check(len(self.ranks) > 0 and all(r >= 1 for r in self.ranks), "ranks",
                f"must be positive integers, got {list(self.ranks)}")
         if self.r_min is not None:
@@ -56,8 +74,13 @@ class RunConfig:
         for method, steps in self.steps.items():
             _check(steps >= 1, "steps", f"for '{method}' must be at least 1, got {steps}")
         _check(bool(self.token) and " " not in self.token, "token", f"must be one word, got {self.token!r}")
-        _check(self.images_per_prompt >= 1, "images_per_prompt", "must be at least 1")
-        _check(self.base_images >= 1, "base_images", "must be at least 1")
+        for key in ("images_per_prompt", "base_images", "sample_batch_size", "bootstrap"):
+            _check(getattr(self, key) >= 1, key, "must be at least 1")
+        _check(self.prompts is None or self.prompts >= 1, "prompts", "must be at least 1")
+        _check(self.checkpoint_every >= 0, "checkpoint_every", "must be 0 or more")
+        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
+               f"must list distinct base seeds, got {list(self.seeds)}")
+        _check_methods(self)
 
     def steps_for(self, method: str, default: int) -> int:
         """The step count for a method: its own override, else the "all" override, else its default."""
@@ -66,18 +89,34 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (lists and dicts), in field order."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
-                for k, v in data.items()}
+        data["variants"] = {k: _plain(v) for k, v in self.variants.items()}
+        return {k: _plain(v) for k, v in data.items()}
 
 
-def _check_methods(labels: tuple[str, ...]) -> None:
-    from tlora_bench.adapters import parse_method  # imports torch: only when a config is built
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
-    for label in labels:
-        try:
-            parse_method(label)
-        except TloraBenchError as e:
-            raise TloraBenchError(f"config key 'methods': {e}") from None
+
+def _check_methods(config: RunConfig) -> None:
+    """Methods, variants, step keys and the model, checked against the registries (imports torch: only
+    when a config is built)."""
+    from tlora_bench.models import backend_spec
+    from tlora_bench.runner.plan import expand_variants
+
+    try:
+        backend_spec(config.model)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"config key 'model': {e}") from None
+    variants = expand_variants(config)  # every label and variant option checked
+    names = {"all", *config.methods, *(v.label for v in variants), *(v.method_name for v in variants)}
+    for key in config.steps:
+        if key not in names:
+            raise TloraBenchError(f"config key 'steps' names '{key}', which is no method of this run"
+                                  f"{did_you_mean(key, names)} (methods: {', '.join(config.methods)})")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -98,6 +137,21 @@ def _as_int(key: str, value: Any) -> int:
         raise TloraBenchError(f"config key '{key}' must be an integer, got {value!r}") from None
 
 
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise TloraBenchError(f"config key '{key}' must be true or false, got {value!r}")
+
+
+def _as_variants(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise TloraBenchError("config key 'variants' must be a table of tables, e.g. "
+                              "[variants.lora-late] method = \"lora\" timestep_range = [800, 1000]")
+    return {str(k): dict(v) for k, v in value.items()}
+
+
 def _as_list(value: Any) -> list:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -114,8 +168,12 @@ def coerce(key: str, value: Any) -> Any:
         return None
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
     origin = typing.get_origin(base)
+    if key == "variants":
+        return _as_variants(value)
     if base is int:
         return _as_int(key, value)
+    if base is bool:
+        return _as_bool(key, value)
     if base is str:
         if not isinstance(value, (str, Path)):
             raise TloraBenchError(f"config key '{key}' must be a string, got {value!r}")

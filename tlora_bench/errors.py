@@ -24,3 +24,9 @@ def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> TloraBen
     choices = sorted(choices)
     hint = did_you_mean(name, choices)
     return TloraBenchError(f"unknown {kind} '{name}'{hint} (known: {', '.join(choices)})")
+
+
+# Exit codes of the CLI (README, "Exit codes"): 0 complete, 1 an error (nothing or part done), 3 incomplete:
+# the command ran to its end but some units failed or were missing, and the output says which.
+EXIT_ERROR = 1
+EXIT_INCOMPLETE = 3

@@ -5,7 +5,8 @@
     -> DIR/<method label>/<concept>/images.jsonl (the layout `tlora-bench evaluate` reads)
 
 Resume works per image: a PNG whose text metadata matches its slot (template, seed, adapter) is kept, any
-other file in its place (truncated, from another adapter) is generated again.
+other file in its place (truncated, from another adapter) is generated again. The index is written once
+every image exists, so `evaluate` never scores a half-sampled folder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import atomic_write_bytes, sha256_file
+from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
 from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
 
 
@@ -131,7 +133,6 @@ def _write_png(path: Path, image: Image.Image, text: dict[str, str]) -> None:
 
 
 def _write_index(folder: Path, info: AdapterInfo, items: list[PromptItem], done: set[str]) -> None:
-    from tlora_bench.metrics.layout import ImageRecord, write_images_index
 
     rows = [ImageRecord(file=image_name(items, item), template=item.template, image_index=item.image_index,
                         seed=item.seed, method=info.label, rank=info.rank, prompt=item.prompt)
@@ -161,6 +162,7 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     todo = [item for item in items if image_name(items, item) not in done]
     kept = len(done)
     if todo:
+        (folder / INDEX_FILE).unlink(missing_ok=True)  # an index names finished folders only
         backend = backend or _load_backend(info, device)
         with adapter_loaded(backend, info):
             _sample_items(backend, info, items, todo, folder, done, options, progress, on_image)
@@ -196,23 +198,29 @@ def adapter_loaded(backend, info: AdapterInfo) -> Iterator[None]:
 def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: list[PromptItem], folder: Path,
                   done: set[str], options: SampleOptions, progress: bool,
                   on_image: Callable[[str], None] | None) -> None:
+    """Generate in fixed batches of each prompt's images, so that an image comes out of the same batch whether
+    a run was interrupted or not (bit-identical resumes); only the missing images of a batch are written."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), disable=not progress, desc=f"sample {info.label} {folder.name}", unit="img",
-               leave=False)
-    for _, group in groupby(todo, key=lambda item: item.template):
+    missing = {image_name(items, item) for item in todo}
+    bar = tqdm(total=len(todo), disable=None if progress else True, desc=f"sample {info.label} {folder.name}",
+               unit="img", leave=False)  # None: shown on a terminal only
+    for _, group in groupby(items, key=lambda item: item.template):
         group = list(group)
         for start in range(0, len(group), options.batch_size):
             chunk = group[start:start + options.batch_size]
+            if not any(image_name(items, item) in missing for item in chunk):
+                continue
             images = backend.generate(chunk[0].prompt, [item.seed for item in chunk],
                                       num_inference_steps=options.num_inference_steps,
                                       guidance_scale=options.guidance_scale)
             for item, image in zip(chunk, images, strict=True):
                 name = image_name(items, item)
+                if name not in missing:
+                    continue
                 _write_png(folder / name, image, _png_text(info, item, info.spec.model))
                 done.add(name)
+                bar.update(1)
                 if on_image:
                     on_image(name)
-            _write_index(folder, info, items, done)  # a crash leaves an index of finished images only
-            bar.update(len(chunk))
     bar.close()

@@ -296,8 +296,8 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
         model.enable_gradient_checkpointing()
     model.train()
     last_good = start
-    bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc=f"train {recipe.label} {concept.id}",
-               unit="step", leave=False)
+    bar = tqdm(total=recipe.steps, initial=start, disable=None if progress else True, unit="step", leave=False,
+               desc=f"train {recipe.label} {concept.id}")  # None: shown on a terminal only
     with log_path.open("a", encoding="utf-8") as log:
         for step in range(start + 1, recipe.steps + 1):
             tick = time.perf_counter()

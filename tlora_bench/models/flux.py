@@ -112,13 +112,13 @@ class FluxBackend(DiffusionBackend):
         """The example's draw: u ~ U[0, 1) indexes the training scheduler's timesteps (T, T-1, ..., 1), so
         t = sigma x T lies in (0, T] (t = T is pure noise, as at the first sampling step). A t_range keeps
         the timesteps in [low, high) and draws uniformly among them."""
-        schedule = self.noise_scheduler.timesteps
+        schedule = everything = self.noise_scheduler.timesteps
         if t_range is not None:
             low, high = t_range
-            schedule = schedule[(schedule >= low) & (schedule < high)]
+            schedule = everything[(everything >= low) & (everything < high)]
             if len(schedule) == 0:
-                raise TloraBenchError(f"no training timestep of backend '{self.spec.name}' lies in "
-                                      f"[{low}, {high}); its timesteps are 1..{self.num_train_timesteps}")
+                raise TloraBenchError(f"no training timestep of backend '{self.spec.name}' lies in [{low}, {high}); "
+                                      f"its timesteps run from {everything.min():g} to {everything.max():g}")
         u = torch.rand(batch, generator=generator)  # weighting_scheme "none": uniform, no loss weighting
         return schedule[(u * len(schedule)).long()].float()
 

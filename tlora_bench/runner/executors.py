@@ -1,0 +1,139 @@
+"""Executors: where jobs run. The same `run_job` everywhere; results go to the shared run folder.
+
+- local, one device: jobs one after another in this process (the loaded model is reused between jobs);
+- local, several devices (`--devices 0,1,2,3`): one worker process per device, each taking the next job;
+- ray (`--executor ray`): one Ray task per job with one GPU (none on a CPU cluster); Ray retries a task whose
+  worker was lost, and the job resumes from its checkpoint and images.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.runner.jobs import JobOutcome, run_job
+from tlora_bench.runner.plan import Job
+
+EXECUTORS = ("local", "ray")
+OnOutcome = Callable[[JobOutcome], None]
+
+
+def parse_devices(value: str | None) -> list[str]:
+    """'0,1' -> ['cuda:0', 'cuda:1']; 'cpu' or 'cuda:0' kept; None -> ['auto']."""
+    if not value:
+        return ["auto"]
+    devices = []
+    for item in (v.strip() for v in value.split(",") if v.strip()):
+        devices.append(f"cuda:{item}" if item.isdigit() else item)
+    for device in devices:
+        if device not in ("cpu", "cuda", "auto") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise TloraBenchError(f"--devices takes GPU numbers (0,1), cpu or cuda:N; got '{device}'")
+    return devices
+
+
+def execute(jobs: Sequence[Job], run_dir: Path, *, executor: str = "local", devices: Sequence[str] = ("auto",),
+            address: str | None = None, retry_failed: bool = False, progress: bool = True,
+            on_outcome: OnOutcome | None = None) -> list[JobOutcome]:
+    if executor not in EXECUTORS:
+        raise unknown_name_error("executor", executor, EXECUTORS)
+    report = on_outcome or (lambda outcome: None)
+    if executor == "ray":
+        return _ray(jobs, run_dir, address, retry_failed, report)
+    if len(devices) == 1:
+        outcomes = []
+        for job in jobs:
+            outcomes.append(run_job(job, run_dir, devices[0], retry_failed, progress))
+            report(outcomes[-1])
+        return outcomes
+    return _pool(jobs, run_dir, list(devices), retry_failed, report)
+
+
+# ---- one process per device -----------------------------------------------------------------------------
+
+_DEVICE = "auto"
+
+
+def _init_worker(queue) -> None:
+    global _DEVICE
+    _DEVICE = queue.get()
+
+
+def _worker(job: Job, run_dir: Path, retry_failed: bool) -> JobOutcome:
+    return run_job(job, run_dir, _DEVICE, retry_failed)
+
+
+def _pool(jobs: Sequence[Job], run_dir: Path, devices: list[str], retry_failed: bool,
+          report: OnOutcome) -> list[JobOutcome]:
+    """Workers pinned to one device each. When a worker dies the pool breaks: its unfinished jobs run again in
+    a fresh pool (they resume), and a job that breaks a pool twice is recorded as failed."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    pending, outcomes, breaks = list(jobs), [], dict.fromkeys((job.id for job in jobs), 0)
+    while pending:
+        queue = context.Queue()
+        for device in devices:
+            queue.put(device)
+        with ProcessPoolExecutor(len(devices), mp_context=context, initializer=_init_worker,
+                                 initargs=(queue,)) as pool:
+            futures = {pool.submit(_worker, job, run_dir, retry_failed): job for job in pending}
+            pending = []
+            for future in _as_completed(futures):
+                job = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    breaks[job.id] += 1
+                    if breaks[job.id] < 2:
+                        pending.append(job)
+                        continue
+                    outcome = JobOutcome(job.id, "failed", 0.0, "its worker process died twice (killed, or out of "
+                                         "memory); re-run to resume it")
+                outcomes.append(outcome)
+                report(outcome)
+    return outcomes
+
+
+def _as_completed(futures):
+    remaining = set(futures)
+    while remaining:
+        finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+        yield from finished
+
+
+# ---- Ray ------------------------------------------------------------------------------------------------
+
+
+def _ray_job(job: Job, run_dir: str, retry_failed: bool, device: str) -> JobOutcome:
+    return run_job(job, Path(run_dir), device, retry_failed)
+
+
+def _ray(jobs: Sequence[Job], run_dir: Path, address: str | None, retry_failed: bool,
+         report: OnOutcome) -> list[JobOutcome]:
+    try:
+        import ray
+    except ImportError:
+        raise TloraBenchError("--executor ray needs Ray: pip install 'tlora-bench[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise TloraBenchError(f"cannot reach the Ray cluster at '{address}' ({e}); start it with "
+                                  "`ray start --head` or pass --address HOST:PORT") from None
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(_ray_job)  # lost workers are retried
+    device = "cuda" if gpus else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    refs = {task.remote(job, str(run_dir.resolve()), retry_failed, device): job for job in jobs}
+    outcomes = []
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        job = refs.pop(ready[0])
+        try:
+            outcome = ray.get(ready[0])
+        except ray.exceptions.RayError as e:  # the worker died on every retry
+            outcome = JobOutcome(job.id, "failed", 0.0, f"Ray task failed: {type(e).__name__}; re-run to resume it")
+        outcomes.append(outcome)
+        report(outcome)
+    return outcomes

@@ -1,0 +1,119 @@
+"""The job function: train, then sample, in the job's own folder, with a done or failed marker written last.
+
+The same function runs in every executor (in-process, one process per GPU, a Ray task). It is idempotent:
+a finished job returns its marker; an unfinished one continues from its training checkpoint and its
+finished images; a failed one is skipped until the run is asked to retry it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.fileio import atomic_write_text
+from tlora_bench.runner.plan import Job
+
+DONE_FILE = "done.json"
+FAILED_FILE = "failed.json"
+JOB_FILE = "job.json"
+IMAGES_DIR = "images"
+
+_BACKENDS: dict[tuple, Any] = {}  # one loaded model per worker process, reused by its jobs
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    status: str  # "done", "failed"
+    seconds: float
+    error: str | None = None
+    skipped: bool = False  # finished (or failed) before this run started
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job_id, "status": self.status, "seconds": round(self.seconds, 3), "error": self.error,
+                "skipped": self.skipped}
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or cut short by a crash: not finished
+
+
+def _backend(job: Job, device: str):
+    from tlora_bench.models import load_backend
+
+    spec = job.train
+    key = (spec.model, spec.model_path, spec.vae_path, spec.revision, spec.precision, device)
+    if key not in _BACKENDS:
+        _BACKENDS.clear()  # one model in memory at a time
+        _BACKENDS[key] = load_backend(spec.model, source=spec.model_path, revision=spec.revision,
+                                      vae_source=spec.vae_path, precision=spec.precision, device=device)
+    return _BACKENDS[key]
+
+
+def one_line(error: BaseException) -> str:
+    """A failure as one line: the user-facing message, or the exception type and message for anything else."""
+    import torch
+
+    if isinstance(error, TloraBenchError):
+        return str(error)
+    if isinstance(error, torch.OutOfMemoryError):
+        return "out of GPU memory; use --precision bf16, --set gradient_checkpointing=true or a larger GPU"
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: bool = False,
+            progress: bool = False) -> JobOutcome:
+    """Train and sample one job inside run_dir; failures are recorded, never raised (except interrupts)."""
+    from tlora_bench.sample import generate
+    from tlora_bench.train import train
+
+    run_dir = Path(run_dir)
+    folder = run_dir / job.folder
+    done, failed = read_marker(folder / DONE_FILE), folder / FAILED_FILE
+    if done is not None:
+        return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
+    if failed.is_file():
+        if not retry_failed:
+            marker = read_marker(failed) or {}
+            return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
+        failed.unlink()
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / JOB_FILE, json.dumps({**job.to_dict(), "key": job.key}, indent=2) + "\n")
+    try:
+        backend = _backend(job, device)
+        trained = train(job.train, folder / "train", backend=backend, progress=progress)
+        sampled = generate(trained.adapter_path, run_dir / IMAGES_DIR, options=job.sample, backend=backend,
+                           label=job.image_label, progress=progress)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # one job's failure must not end the run: record it, go on
+        message = one_line(error)
+        details = "".join(traceback.format_exception(error))
+        atomic_write_text(failed, json.dumps({"job": job.id, "key": job.key, "error": message,
+                                              "traceback": details}, indent=2) + "\n")
+        return JobOutcome(job.id, "failed", time.perf_counter() - started, message)
+    seconds = time.perf_counter() - started
+    marker = {"job": job.id, "key": job.key, "seconds": seconds, "train_seconds": trained.seconds,
+              "train_steps": trained.steps, "resumed_from_step": trained.resumed_from,
+              "sample_seconds": sampled.seconds, "images": sampled.n_images, "images_generated": sampled.n_generated,
+              "images_kept": sampled.n_kept, "device": str(backend.device), "peak_memory_bytes": _peak_memory(),
+              "adapter": str(trained.adapter_path.relative_to(run_dir)),
+              "images_folder": str(sampled.folder.relative_to(run_dir))}
+    atomic_write_text(folder / DONE_FILE, json.dumps(marker, indent=2) + "\n")  # last: the job is finished
+    return JobOutcome(job.id, "done", seconds)
+
+
+def _peak_memory() -> int | None:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
