@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes, sha256_file
+from tlora_bench.fileio import atomic_write_bytes
 from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
 from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
 
@@ -70,7 +70,7 @@ class AdapterInfo:
 
 def read_adapter_info(path: str | Path) -> AdapterInfo:
     from tlora_bench.adapters import METHODS
-    from tlora_bench.adapters.io import read_adapter_config, read_adapter_metadata
+    from tlora_bench.adapters.io import adapter_digest, read_adapter_config, read_adapter_metadata
     from tlora_bench.train import TrainSpec
 
     path = Path(path)
@@ -81,7 +81,7 @@ def read_adapter_info(path: str | Path) -> AdapterInfo:
     spec = TrainSpec.from_dict(json.loads(metadata["train_spec"]))
     config = read_adapter_config(path)
     return AdapterInfo(path, spec, metadata.get("label", config.method), config.method,
-                       getattr(config, "r", None), METHODS.get(config.method).mergeable, sha256_file(path))
+                       getattr(config, "r", None), METHODS.get(config.method).mergeable, adapter_digest(path))
 
 
 def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[PromptItem]]:

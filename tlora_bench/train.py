@@ -88,6 +88,9 @@ class TrainSpec:
         data["timestep_range"] = list(self.timestep_range) if self.timestep_range else None
         return data
 
+    def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain values (process pools, Ray)
+        return (TrainSpec.from_dict, (self.to_dict(),))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
         known = {f.name for f in dataclasses.fields(cls)}

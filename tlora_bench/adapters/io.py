@@ -7,6 +7,7 @@ a reload reproduces outputs bit for bit (frozen factors are read back, never re-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -94,3 +95,19 @@ def load_adapter(model: torch.nn.Module, path: str | os.PathLike) -> AdapterConf
         detach_adapters(model)
         raise
     return config
+
+
+def adapter_digest(path: str | os.PathLike) -> str:
+    """A sha256 of what an adapter file means: its method config and every tensor (name, dtype, shape, bytes).
+
+    Not of the file's bytes: safetensors writes its metadata in an order that changes between processes, so two
+    identical adapters can be different files.
+    """
+    config = read_adapter_config(path)
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    with safe_open(str(path), framework="pt") as f:
+        for key in sorted(f.keys()):
+            tensor = f.get_tensor(key).contiguous()
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,187 @@
+"""`tlora-bench run`: planning, the run folder, resume, failures, config changes, dry run and executors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.runner_helpers import assert_same_results, preset_file, reduced_config, results
+from tlora_bench.cli import main
+from tlora_bench.config import load_config
+from tlora_bench.errors import EXIT_INCOMPLETE, TloraBenchError
+from tlora_bench.runner import expand_variants, plan_jobs, run
+from tlora_bench.runner.jobs import DONE_FILE, FAILED_FILE
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def test_presets_plan_the_papers_experiments():
+    assert len(plan_jobs(load_config("paper-table2"))) == 175
+    assert len(plan_jobs(load_config("paper-table1"))) == 3 * 5 * 25
+    labels = [v.label for v in expand_variants(load_config("smoke"))]
+    assert labels == ["tlora-4", "vanilla-tlora-4", "ortho-lora-4", "lora-4", "oft-4", "gsoft-4", "svdiff"]
+    fig2 = plan_jobs(load_config("paper-fig2"))
+    assert {job.train.timestep_range for job in fig2} == {(800, 1000), (500, 800), (0, 500)}
+    assert {job.train.method for job in fig2} == {"lora-64"}
+    fig6 = {job.label: job.train.adapter.get("r_min") for job in plan_jobs(load_config("paper-fig6"))}
+    assert fig6 == {"ortho-lora-64": None, "tlora-64-rmin16": 16, "tlora-64-rmin32": 32}
+    table4 = {job.label: job.train.train_images for job in plan_jobs(load_config("paper-table4"))}
+    assert table4["oft-32-img3"] == 3 and table4["tlora-64-img1"] == 1
+    jobs = plan_jobs(load_config("smoke", {"seeds": "0,1"}))
+    assert {job.image_label for job in jobs if job.label == "svdiff"} == {"svdiff.seed0", "svdiff.seed1"}
+    assert len({job.key for job in jobs}) == len(jobs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"methods": "lora", "variants": {"x": {"method": "lora"}}}, "variant 'x' is declared but not listed"),
+    ({"methods": "x", "variants": {"x": {"rank": 4}}}, r"variants.x' needs method"),
+    ({"methods": "x", "variants": {"x": {"method": "lora-4", "gamma": 0}}}, "variant 'x-4'|variant 'x'"),
+    ({"methods": "x", "variants": {"x": {"method": "oft-4", "rank": 4}}}, "'rank' needs a rank-sized method"),
+    ({"steps": "tlroa=5"}, "'steps' names 'tlroa'.*did you mean 'tlora'"),
+    ({"model": "sdxk"}, "config key 'model': unknown model backend 'sdxk'; did you mean 'sdxl'"),
+    ({"methods": "lora-4,lora", "ranks": "4"}, "gives the label 'lora-4' twice"),
+])
+def test_bad_variants_and_names_fail_when_the_config_is_built(overrides, message):
+    with pytest.raises(TloraBenchError, match=message):
+        load_config("smoke", overrides)
+
+
+def test_dry_run_of_paper_table2_loads_no_model(monkeypatch):
+    import tlora_bench.models as models
+
+    monkeypatch.setattr(models, "load_backend", lambda *a, **k: pytest.fail("dry run loaded a model"))
+    result = CliRunner().invoke(main, ["run", "--preset", "paper-table2", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "175 jobs" in result.output and "29,750 images" in result.output
+    assert "device hours" in result.output and "source:" in result.output
+    assert "152,500 training steps" in result.output  # 25 x (800 x 5 + 500 + 1600)
+
+
+def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
+    config = reduced_config(tmp_path)
+    first = run(config, tmp_path / "run", progress=False, echo=quiet)
+    assert first.complete and len(first.outcomes) == 6
+    run_dir = tmp_path / "run"
+    for name in ("config.json", "provenance.json", "leaderboard.csv", "summary.json", "evaluation/scores.csv"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["sessions"][0]["git_commit"] and "rank_schedule" in provenance["protocol"]
+    assert len(list(run_dir.glob("jobs/*/*/seed-0/train/adapter.safetensors"))) == 6
+    per_method = pd.read_csv(run_dir / "evaluation" / "per_method.csv")
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("method")
+    assert list(board.index) == ["tlora-4", "lora-4", "oft-4"] and board["complete"].all()
+    for _, row in per_method.iterrows():
+        assert board.loc[row["method_label"], f"{row['metric']}_mean"] == pytest.approx(row["mean"])
+    assert board.loc["tlora-4", "rank"] == 4 and pd.isna(board.loc["oft-4", "rank"])
+    markers = {p: p.stat().st_mtime_ns for p in run_dir.glob(f"jobs/**/{DONE_FILE}")}
+    again = run(config, run_dir, progress=False, echo=quiet)
+    assert again.complete and all(o.skipped for o in again.outcomes)
+    assert {p: p.stat().st_mtime_ns for p in markers} == markers
+    assert len(json.loads((run_dir / "provenance.json").read_text())["sessions"]) == 2
+
+
+def test_another_config_in_the_same_folder_is_refused_or_moved_aside(tmp_path):
+    config = reduced_config(tmp_path)
+    run(config, tmp_path / "run", progress=False, echo=quiet)
+    other = reduced_config(tmp_path, ranks="8")
+    with pytest.raises(TloraBenchError, match=r"holds a run with ranks=\[4\], not \[8\].*--force-new"):
+        run(other, tmp_path / "run", progress=False, echo=quiet)
+    result = run(other, tmp_path / "run", force_new=True, progress=False, echo=quiet)
+    assert result.complete
+    aside = list(tmp_path.glob("run.old-*"))
+    assert len(aside) == 1 and (aside[0] / "leaderboard.csv").is_file()
+
+
+def test_a_failing_job_is_recorded_the_others_finish_and_retry_failed_completes(tmp_path):
+    path = preset_file(tmp_path)
+    image = tmp_path / "data" / "mug" / "00.jpg"  # mug's training image
+    good = image.read_bytes()
+    image.write_bytes(b"not an image")
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["run", "--preset", str(path), "--out", str(out)])
+    assert result.exit_code == EXIT_INCOMPLETE, result.output
+    assert "failed: tlora-4/mug/seed-0: cannot read image" in result.output and "Traceback" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["failed"], summary["complete"]) == (3, 3, False)
+    board = pd.read_csv(out / "leaderboard.csv").set_index("method")
+    assert not board["complete"].any() and (board["concepts_scored"] == 1).all()
+    assert (out / "jobs" / "lora-4" / "mug" / "seed-0" / FAILED_FILE).is_file()
+    assert runner.invoke(main, ["run", "--preset", str(path), "--out", str(out)]).exit_code == EXIT_INCOMPLETE
+    image.write_bytes(good)
+    result = runner.invoke(main, ["run", "--preset", str(path), "--out", str(out), "--retry-failed"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["complete"]
+    assert pd.read_csv(out / "leaderboard.csv")["complete"].all()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    path = preset_file(tmp_path, steps="all=8")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "tlora_bench.cli", "run", "--preset", str(path), "--out"]
+    clean = subprocess.run([*command, str(tmp_path / "clean")], env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([*command, str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(cut.glob(f"jobs/*/*/*/{DONE_FILE}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next job's training or sampling
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p: (p.read_text(), p.stat().st_mtime_ns) for p in cut.glob(f"jobs/*/*/*/{DONE_FILE}")}
+    assert 0 < len(finished) < 6, "the kill must land mid-run"
+    again = subprocess.run([*command, str(cut)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert {p: (p.read_text(), p.stat().st_mtime_ns) for p in finished} == finished  # no finished job redone
+    assert_same_results(results(tmp_path / "clean"), results(cut))
+
+
+@pytest.mark.slow
+def test_process_pool_and_ray_executors_give_the_local_results(tmp_path):
+    import torch
+
+    config = reduced_config(tmp_path, methods="tlora,lora")
+    run(config, tmp_path / "local", progress=False, echo=quiet)
+    pool = run(config, tmp_path / "pool", devices=("cpu", "cpu"), progress=False, echo=quiet)
+    assert pool.complete
+    assert_same_results(results(tmp_path / "local"), results(tmp_path / "pool"))
+    ray = pytest.importorskip("ray")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a Ray task with one CPU runs torch on one thread: compare like with like
+    try:
+        run(config, tmp_path / "local-1-thread", progress=False, echo=quiet)
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run(config, tmp_path / "ray", executor="ray", progress=False, echo=quiet)
+    finally:
+        ray.shutdown()
+    assert result.complete and len(result.outcomes) == 4
+    assert_same_results(results(tmp_path / "local-1-thread"), results(tmp_path / "ray"))
+
+
+def test_images_of_a_corrupt_png_are_redone_on_rerun(tmp_path):
+    config = reduced_config(tmp_path, methods="lora")
+    run(config, tmp_path / "run", progress=False, echo=quiet)
+    png = sorted((tmp_path / "run" / "images" / "lora-4" / "rex").glob("*.png"))[0]
+    before = Image.open(png).tobytes()
+    png.write_bytes(png.read_bytes()[:50])
+    shutil.rmtree(tmp_path / "run" / "jobs" / "lora-4" / "rex")  # forget the job: it trains and samples again
+    assert run(config, tmp_path / "run", progress=False, echo=quiet).complete
+    assert Image.open(png).tobytes() == before
