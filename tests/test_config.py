@@ -15,9 +15,9 @@ def test_every_bundled_preset_loads(name: str):
 
 def test_flags_override_preset_and_tables_merge():
     config = load_config("smoke", {"ranks": "4,8", "steps": "tlora=5", "precision": None})
-    assert config.ranks == (4, 8) and config.methods == ("tlora", "lora")
+    assert config.ranks == (4, 8) and config.methods[:2] == ("tlora", "vanilla-tlora")
     assert config.precision == "fp32"  # None means "flag not given"
-    assert config.steps_for("tlora", 800) == 5 and config.steps_for("lora", 500) == 2
+    assert config.steps_for("tlora", 800) == 5 and config.steps_for("lora", 500) == 4
 
 
 def test_config_is_frozen_and_serialisable():

@@ -71,7 +71,18 @@ def device_info(device: str | None = None) -> dict[str, Any]:
     if torch.device(device or "cpu").type == "cuda":
         info["cuda_version"] = torch.version.cuda
         info["device_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        info["driver_version"] = _driver_version()
     return info
+
+
+@functools.cache
+def _driver_version() -> str | None:
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def provenance(device: str | None = None, **extra: Any) -> dict[str, Any]:

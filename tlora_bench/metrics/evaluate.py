@@ -11,16 +11,13 @@ import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tlora_bench import __version__
 from tlora_bench.concepts.manifest import Concept, Manifest
-from tlora_bench.devices import device_name
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_bytes, atomic_write_text
 from tlora_bench.metrics import aggregate
@@ -45,6 +42,7 @@ from tlora_bench.metrics.segmenters import (
     sibling_mask_file,
 )
 from tlora_bench.prompts import base_template
+from tlora_bench.provenance import device_info, package_version, software
 
 REAL_SETS = ("all", "train")
 SEGMENTER_WEIGHTS = ("grounding-dino", "sam")
@@ -103,15 +101,6 @@ class _RealSet:
     features: dict[str, np.ndarray]  # "is", "is_masked", "dino_is", "dino_is_masked" -> (n_real, d)
     n_real: int
     mask_fallbacks: int
-
-
-def _package_version(*names: str) -> str:
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return "not installed"
 
 
 class _Scorer:
@@ -209,13 +198,8 @@ class _Scorer:
     def provenance(self, manifest: Manifest) -> dict[str, Any]:
         segmenter = self.options.segmenter
         return {
-            "tlora_bench_version": __version__,
-            "torch_version": _package_version("torch"),
-            "open_clip_version": _package_version("open_clip_torch"),
-            "timm_version": _package_version("timm"),
-            "transformers_version": _package_version("transformers"),
-            "opencv_version": _package_version("opencv-python-headless", "opencv-python"),
-            "device": self.device, "device_name": device_name(self.device), "dtype": self.options.dtype,
+            **software(), "opencv_version": package_version("opencv-python-headless", "opencv-python"),
+            **device_info(self.device), "dtype": self.options.dtype,
             "clip_extractor": self.clip.name, "clip_weights": self.clip.weights,
             "dino_extractor": self.dino.name, "dino_weights": self.dino.weights,
             "tiny_models": self.options.tiny_models,
