@@ -293,3 +293,30 @@ def test_timestep_dependent_methods_do_not_export_to_diffusers(tmp_path: Path):
     attach_adapters(model, make_config("tlora-4", target_modules=("0",)))
     with pytest.raises(TloraBenchError, match="'tlora' has no diffusers LoRA form"):
         save_diffusers_lora(model, tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("method", ["tlora-8", "vanilla-tlora-8"])
+def test_merge_per_rank_matches_the_unmerged_layer_and_follows_the_rank(method):
+    from tlora_bench.adapters import adapter_layers, attach_adapters, make_config, timesteps
+
+    model = mlp()
+    attach_adapters(model, make_config(method, target_modules=("0", "2")))
+    x = torch.randn(3, 12)
+    train_steps(model, x, torch.tensor([100, 500, 900]))  # a non-zero update
+    layers = list(adapter_layers(model).values())
+    with torch.no_grad():
+        for t in (0, 500, 999):
+            with timesteps(model, t):
+                expected = model(x)
+            for layer in layers:
+                layer.set_merge_per_rank(True)
+            with timesteps(model, t):
+                merged = model(x)
+            assert layers[0]._rank_weight[0] == int(rank_schedule(t, 8, 4))  # folded at this step's r(t)
+            for layer in layers:
+                layer.set_merge_per_rank(False)
+            torch.testing.assert_close(merged, expected)
+    layers[0].set_merge_per_rank(True)
+    with timesteps(model, 0):  # gradients on: training never takes the folded path
+        model(x).sum().backward()
+    assert layers[0]._rank_weight is None and layers[0].A.grad is not None

@@ -109,7 +109,7 @@ def test_mergeable_methods_sample_merged_and_leave_the_base_model_unchanged(trai
     backend, adapter = trained["backend"], trained["adapters"]["lora-4"]
     before = {k: v.clone() for k, v in backend.denoiser.state_dict().items()}
     merged = []
-    import tlora_bench.adapters as adapters
+    import tlora_bench.adapters.model as adapters
 
     original = adapters.merge_adapters
     monkeypatch.setattr(adapters, "merge_adapters", lambda model, t=None: (merged.append(1), original(model, t)))

@@ -181,14 +181,13 @@ def _load_backend(info: AdapterInfo, device: str):
 @contextlib.contextmanager
 def adapter_loaded(backend, info: AdapterInfo) -> Iterator[None]:
     """The adapter attached to the backend's denoiser, merged when the method allows it; detached after."""
-    from tlora_bench.adapters import detach_adapters, merge_adapters
+    from tlora_bench.adapters import detach_adapters, prepare_for_sampling
     from tlora_bench.adapters.io import load_adapter
 
     load_adapter(backend.denoiser, info.path)
     try:
         backend.install_timestep_hook()
-        if info.mergeable:  # one weight for every step: sampling runs at the base model's speed
-            merge_adapters(backend.denoiser)
+        prepare_for_sampling(backend.denoiser)  # merged once, or per r(t) for T-LoRA: base-model speed
         yield
     finally:
         backend.remove_timestep_hook()

@@ -16,6 +16,7 @@ from tlora_bench.adapters.model import (
     detach_adapters,
     merge_adapters,
     parameter_groups,
+    prepare_for_sampling,
     trainable_parameters,
     unmerge_adapters,
 )
@@ -32,5 +33,6 @@ __all__ = [
     "DEFAULT_TARGETS", "METHODS", "AdapterConfig", "AdapterLayer", "MethodSpec", "TimestepNotSetError",
     "adapter_config", "adapter_layers", "attach_adapters", "count_trainable", "detach_adapters",
     "install_timestep_hook", "make_config", "merge_adapters", "parameter_groups", "parse_method",
+    "prepare_for_sampling",
     "rank_schedule", "register_method", "timestep_state", "timesteps", "trainable_parameters", "unmerge_adapters",
 ]

@@ -114,3 +114,14 @@ def merge_adapters(model: nn.Module, t: float | None = None) -> None:
 def unmerge_adapters(model: nn.Module) -> None:
     for layer in adapter_layers(model).values():
         layer.unmerge()
+
+
+def prepare_for_sampling(model: nn.Module) -> None:
+    """The fastest exact inference form: mergeable methods folded into W once; timestep-dependent ones
+    (T-LoRA) folded at r(t) whenever the rank changes, which one denoising step's shared t allows."""
+    if METHODS.get(adapter_config(model).method).mergeable:
+        merge_adapters(model)
+        return
+    for layer in adapter_layers(model).values():
+        if hasattr(layer, "set_merge_per_rank"):
+            layer.set_merge_per_rank(True)

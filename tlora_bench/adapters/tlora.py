@@ -132,8 +132,10 @@ class TLoRALinear(AdapterLayer):
         return torch.cat([a, a - self.A0[:rank]]), torch.cat([bs - b0s0, b0s0], dim=1)
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         rank, mask = self._ranks(x.shape[0])
+        if self.merge_per_rank and mask is None and not torch.is_grad_enabled():
+            return self.forward_with_weight(x, self._weight_at_rank(rank))
+        out = self.base_layer(x)
         down, up = self.low_rank_factors(rank)
         z = F.linear(x.to(down.dtype), down)
         if mask is not None:  # per-sample M_t: (batch, r), duplicated for the frozen branch
@@ -145,6 +147,24 @@ class TLoRALinear(AdapterLayer):
         return out + delta.to(out.dtype)
 
     # -- merge -------------------------------------------------------------------------------------------
+    #: sampling: when the whole batch shares one r(t), fold ΔW at r(t) into one weight, kept until the rank
+    #: changes (`set_merge_per_rank`). One matmul per projection instead of three: at SD-XL's token counts the
+    #: fold costs a fraction of the low-rank branch it replaces.
+    merge_per_rank: bool = False
+    _rank_weight: tuple[int, torch.Tensor] | None = None
+
+    def _weight_at_rank(self, rank: int) -> torch.Tensor:
+        if self._rank_weight is None or self._rank_weight[0] != rank:
+            with torch.no_grad():
+                down, up = self.low_rank_factors(rank)
+                weight = self.base_layer.weight
+                delta = (up @ down) * self.config.scale
+                self._rank_weight = (rank, (weight.to(delta.dtype) + delta).to(weight.dtype))
+        return self._rank_weight[1]
+
+    def set_merge_per_rank(self, enabled: bool) -> None:
+        self.merge_per_rank, self._rank_weight = enabled, None
+
     def delta_weight(self, t: float | None = None) -> torch.Tensor:
         """ΔW_t, of the base weight's shape, in the adapter's dtype."""
         config: TLoRAConfig = self.config
