@@ -505,5 +505,14 @@ def methods_cmd(model_name: str, rank: int) -> None:
             click.echo(f"n/a {row.label}: {row.note}")
 
 
+# ---- reports and the user study (their own modules; click is all they import up front) ------------------
+
+from tlora_bench.report.commands import report_cmd  # noqa: E402
+from tlora_bench.study.commands import study  # noqa: E402
+
+main.add_command(report_cmd)
+main.add_command(study)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

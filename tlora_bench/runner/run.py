@@ -8,7 +8,8 @@ The run folder, written one way:
     images/<label>/<concept>/          PNGs and images.jsonl, the layout `tlora-bench evaluate` reads
     evaluation/            per-image scores and aggregates (features cached: re-runs score only what is new)
     leaderboard.csv        one row per method variant, incomplete ones marked
-    summary.json           every job's status, time and error; written last
+    summary.json           every job's status, time and error
+    report/                leaderboard beside the paper, plots, report.html (`tlora-bench report`)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RunResult:
     leaderboard: pd.DataFrame | None
     evaluation_error: str | None = None
     failures: list[JobOutcome] = field(default_factory=list)
+    report: Path | None = None
 
     @property
     def complete(self) -> bool:
@@ -141,7 +143,20 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     if any(o.status == "done" for o in outcomes):
         _score(config, run_dir, result, echo)
     write_summary(config, jobs, result)
+    if result.leaderboard is not None:
+        _report(run_dir, result, echo)
     return result
+
+
+def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
+    from tlora_bench.report import make_report
+
+    try:
+        folder = make_report(run_dir, echo=lambda message: None)
+    except TloraBenchError as e:  # the results stand without their report; `tlora-bench report` can re-make it
+        echo(f"warning: the report could not be made: {e}")
+        return
+    result.report = folder / "report.html"
 
 
 def _score(config: RunConfig, run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
@@ -246,6 +261,8 @@ def format_outcomes(result: RunResult) -> str:
     lines.append(f"{done} of {len(result.outcomes)} jobs done, {len(result.failures)} failed")
     if result.leaderboard is not None:
         lines.append(f"leaderboard: {result.run_dir / 'leaderboard.csv'}")
+    if result.report is not None:
+        lines.append(f"report: {result.report}")
     if not result.complete:
         hint = " (fix the cause, then re-run with --retry-failed)" if result.failures else ""
         lines.append(f"the run is incomplete{hint}")

@@ -1,0 +1,226 @@
+"""`tlora-bench study`: forms that reveal nothing, a key that maps every trial, and the analysis statistics."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from tests.test_study_helpers import EVIL_CLASS, METHODS, make_images, make_manifest, read_key_rows, write_answers
+from tlora_bench.study.commands import study
+from tlora_bench.study.questions import QUESTIONS
+from tlora_bench.study.stats import binomial_p, bradley_terry, mm_fit, wilson_interval, win_matrix
+
+DATA_URI = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/=]+")
+
+
+def _make(tmp_path: Path, *extra: str, pairs: str = "alpha-a:beta-b,alpha-a:gamma-c", n: int = 6,
+          raters: int = 3, seed: int = 0, out: str = "study") -> tuple[Path, object]:
+    manifest = tmp_path / "tiny.toml"
+    if not manifest.exists():
+        make_manifest(tmp_path)
+        make_images(tmp_path / "gen")
+    target = tmp_path / out
+    result = CliRunner().invoke(study, ["make", str(tmp_path / "gen"), "--pairs", pairs, "--n", str(n),
+                                        "--raters", str(raters), "--seed", str(seed), "--out", str(target),
+                                        "--manifest", str(manifest), "--image-size", "32", *extra])
+    return target, result
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> Path:
+    target, result = _make(tmp_path)
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def test_forms_show_questions_and_reveal_nothing(made: Path) -> None:
+    forms = sorted(made.glob("rater-*.html"))
+    assert [f.name for f in forms] == ["rater-01.html", "rater-02.html", "rater-03.html"]
+    key = read_key_rows(made / "key.csv")
+    for form in forms:
+        html = form.read_text()
+        for q in QUESTIONS:
+            assert q.text in html
+        assert "1. Which image more accurately represents the original concept?" in html
+        srcs = re.findall(r'<img src="([^"]*)"', html)
+        assert len(srcs) == 3 * len(key) and all(s.startswith("data:image/") for s in srcs)
+        text = DATA_URI.sub("", html)  # base64 may spell anything by chance; the rest must not
+        assert "http" not in text and "<link" not in text and "url(" not in text
+        for method in METHODS:
+            assert method not in text
+        for row in key:
+            assert Path(row["file_a"]).name not in text and Path(row["file_b"]).name not in text
+            assert f'data-trial="{row["trial_id"]}"' in html
+        assert EVIL_CLASS not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+        assert "<b>" not in text and "&lt;b&gt;" in text  # a template with markup is shown as text
+        assert text.count('type="radio"') == 2 * len(QUESTIONS) * len(key)
+        assert "tie" not in text.lower().replace("no tie option", "")
+
+
+def test_key_maps_every_trial_and_is_reproducible(made: Path, tmp_path: Path) -> None:
+    key = read_key_rows(made / "key.csv")
+    assert len(key) == 12 and len({r["trial_id"] for r in key}) == 12
+    for pair in ("alpha-a:beta-b", "alpha-a:gamma-c"):
+        rows = [r for r in key if r["pair"] == pair]
+        assert len({(r["concept"], r["template"]) for r in rows}) == 6  # unique concept-prompt pairs
+        assert Counter(r["left"] == r["method_a"] for r in rows) == {True: 3, False: 3}  # balanced sides
+    for r in key:
+        assert {r["left"], r["right"]} == {r["method_a"], r["method_b"]}
+        assert r["seed_a"] == r["seed_b"] and r["image_index_a"] == r["image_index_b"]
+        assert r["file_a"].startswith(f'{r["method_a"]}/{r["concept"]}/')
+        assert "V*" in r["prompt"] and "{0}" not in r["prompt"] and r["study_seed"] == "0"
+    # each rater sees every trial, in an order of their own
+    orders = [re.findall(r'data-trial="([^"]+)"', (made / f"rater-0{i}.html").read_text()) for i in (1, 2, 3)]
+    assert all(sorted(o) == sorted(r["trial_id"] for r in key) for o in orders)
+    assert orders[0] != orders[1] or orders[1] != orders[2]
+    again, result = _make(tmp_path, out="again")
+    assert result.exit_code == 0, result.output
+    assert (again / "key.csv").read_text() == (made / "key.csv").read_text()
+    assert (again / "rater-02.html").read_text() == (made / "rater-02.html").read_text()
+    other, result = _make(tmp_path, seed=1, out="other")
+    assert (other / "key.csv").read_text() != (made / "key.csv").read_text()
+
+
+def test_sides_are_balanced_over_many_trials(tmp_path: Path) -> None:
+    target, result = _make(tmp_path, pairs="alpha-a:beta-b", n=7, raters=1)
+    assert result.exit_code == 0, result.output
+    lefts = [r["left"] == r["method_a"] for r in read_key_rows(target / "key.csv")]
+    assert sum(lefts) in (3, 4)
+
+
+@pytest.mark.parametrize(("pairs", "n", "message"), [
+    ("alpha-a:beta-b", 9, "pair alpha-a:beta-b has only 8 unique (concept, template) pairs"),
+    ("alpha-a:delta-d", 2, "unknown method label"),
+    ("alpha-a", 2, "is not METHOD_A:METHOD_B"),
+    ("alpha-a:alpha-a", 2, "compares a method with itself"),
+])
+def test_make_errors_are_one_line(tmp_path: Path, pairs: str, n: int, message: str) -> None:
+    _, result = _make(tmp_path, pairs=pairs, n=n)
+    assert result.exit_code == 1
+    assert message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_run_folder_images_subfolder_is_used(tmp_path: Path) -> None:
+    make_manifest(tmp_path)
+    make_images(tmp_path / "run" / "images")
+    result = CliRunner().invoke(study, ["make", str(tmp_path / "run"), "--pairs", "alpha-a:beta-b", "--n", "2",
+                                        "--raters", "1", "--manifest", str(tmp_path / "tiny.toml")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "study" / "rater-01.html").is_file()
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+
+
+def test_wilson_and_binomial_hand_example() -> None:
+    low, high = wilson_interval(7, 10)
+    assert (round(low, 4), round(high, 4)) == (0.3968, 0.8922)
+    assert binomial_p(7, 10) == pytest.approx(0.34375)
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+
+
+def test_bradley_terry_order_and_fitters_agree() -> None:
+    comparisons = [(0, 1)] * 8 + [(1, 0)] * 2 + [(1, 2)] * 8 + [(2, 1)] * 2 + [(0, 2)] * 9 + [(2, 0)]
+    strengths, fitter = bradley_terry(3, comparisons)
+    assert strengths[0] > strengths[1] > strengths[2]
+    builtin, name = bradley_terry(3, comparisons, use_choix=False)
+    assert name == "mm"
+    np.testing.assert_allclose(builtin, mm_fit(win_matrix(3, comparisons)))
+    np.testing.assert_allclose(strengths, builtin, atol=1e-5)  # choix (when installed) is the same estimator
+    assert fitter in ("choix.mm_pairwise", "mm")
+
+
+# ---- analyze ----------------------------------------------------------------------------------------------
+
+
+def _answers_for(key: list[dict[str, str]], rater: str, prefer: dict[str, int]) -> list[tuple[str, str, int, str]]:
+    """Answers where the method with the higher `prefer` score wins every question."""
+    rows = []
+    for r in key:
+        best = max((r["method_a"], r["method_b"]), key=lambda m: prefer[m])
+        side = "left" if r["left"] == best else "right"
+        rows += [(rater, r["trial_id"], q.number, side) for q in QUESTIONS]
+    return rows
+
+
+def test_analyze_win_rates_and_bradley_terry(made: Path, tmp_path: Path) -> None:
+    key = read_key_rows(made / "key.csv")
+    prefer = {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}
+    files = [write_answers(tmp_path / f"r{i}.csv", _answers_for(key, f"rater-0{i}", prefer)) for i in (1, 2)]
+    # a third rater prefers beta-b over alpha-a, so the first pair is not unanimous
+    files.append(write_answers(tmp_path / "r3.csv", _answers_for(key, "rater-03",
+                                                                 {"alpha-a": 2, "beta-b": 3, "gamma-c": 1})))
+    out = tmp_path / "analysis"
+    result = CliRunner().invoke(study, ["analyze", *map(str, files), "--key", str(made / "key.csv"),
+                                        "--out", str(out), "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "analysis.csv")
+    assert len(table) == 6 and set(table["question"]) == {1, 2, 3}
+    ab = table[(table["pair"] == "alpha-a:beta-b") & (table["question"] == 1)].iloc[0]
+    assert (ab["n"], ab["wins_a"]) == (18, 12)
+    assert ab["win_rate_a"] == pytest.approx(12 / 18)
+    assert (ab["ci_low"], ab["ci_high"]) == pytest.approx(wilson_interval(12, 18))
+    assert ab["p_value"] == pytest.approx(binomial_p(12, 18))
+    ac = table[table["pair"] == "alpha-a:gamma-c"]
+    assert (ac["wins_a"] == 18).all() and (ac["ci_high"] == 1.0).all()
+    bt = pd.read_csv(out / "bradley_terry.csv")
+    for q in QUESTIONS:
+        ranked = bt[bt["question"] == q.number].sort_values("rank")["method"].tolist()
+        assert ranked == ["alpha-a", "beta-b", "gamma-c"]
+    assert (bt["ci_low"] <= bt["strength"] + 1e-9).all() and (bt["strength"] <= bt["ci_high"] + 1e-9).all()
+    assert (out / "win_rates.png").stat().st_size > 1000
+
+
+def test_analyze_hand_example_seven_of_ten(tmp_path: Path) -> None:
+    """One pair, ten trials, one rater: 7 wins of 10 on every question."""
+    target, result = _make(tmp_path, pairs="alpha-a:beta-b", n=8, raters=1)
+    assert result.exit_code == 0, result.output
+    key = read_key_rows(target / "key.csv")
+    rows = []
+    for i, r in enumerate(key):  # 6 wins of 8 for alpha-a, plus 1 of 2 from a second rater on two trials
+        side_a = "left" if r["left"] == "alpha-a" else "right"
+        side_b = "right" if side_a == "left" else "left"
+        rows += [("rater-01", r["trial_id"], q.number, side_a if i < 6 else side_b) for q in QUESTIONS]
+    rows += [("rater-02", key[0]["trial_id"], q.number, "left" if key[0]["left"] == "alpha-a" else "right")
+             for q in QUESTIONS]
+    rows += [("rater-02", key[1]["trial_id"], q.number, "right" if key[1]["left"] == "alpha-a" else "left")
+             for q in QUESTIONS]
+    path = write_answers(tmp_path / "answers.csv", rows)
+    result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(target / "key.csv")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(target / "analysis.csv")
+    assert list(table["n"]) == [10] * 3 and list(table["wins_a"]) == [7] * 3
+    assert list(table["win_rate_a"]) == [0.7] * 3
+    assert list(table["ci_low"].round(4)) == [0.3968] * 3 and list(table["ci_high"].round(4)) == [0.8922] * 3
+    assert list(table["p_value"]) == pytest.approx([0.34375] * 3)
+    assert not (target / "bradley_terry.csv").exists()  # two methods: win rates say it all
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda rows: rows.__setitem__(2, ("rater-01", "t-nope", 1, "left")), "row 3: trial id 't-nope' is not"),
+    (lambda rows: rows.append(rows[0]), "row 7: rater 'rater-01' answered question 1 of trial"),
+    (lambda rows: rows.__delitem__(4), "row 4: rater 'rater-01' answered trial"),
+    (lambda rows: rows.__setitem__(1, (*rows[1][:3], "tie")), "row 2: answer must be 'left' or 'right'"),
+    (lambda rows: rows.__setitem__(0, (*rows[0][:2], 4, "left")), "row 1: question must be one of [1, 2, 3]"),
+])
+def test_bad_answers_are_one_line_errors(made: Path, tmp_path: Path, mutate, message: str) -> None:
+    key = read_key_rows(made / "key.csv")
+    rows = [("rater-01", r["trial_id"], q.number, "left") for r in key[:2] for q in QUESTIONS]
+    mutate(rows)
+    path = write_answers(tmp_path / "bad.csv", rows)
+    result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(made / "key.csv")])
+    assert result.exit_code == 1
+    assert f"{path} {message}" in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_bad_answer_file_header(made: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("rater,trial,question,answer\nx,y,1,left\n")
+    result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(made / "key.csv")])
+    assert result.exit_code == 1 and "missing column 'trial_id'" in result.output

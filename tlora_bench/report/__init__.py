@@ -1,0 +1,51 @@
+"""`tlora-bench report DIR [--compare OTHER]`: tables, plots and a self-contained HTML page in DIR/report/.
+
+Reads files only (torch is imported lazily, for the effective-rank plot of a folder with adapters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tlora_bench.fileio import atomic_write_text
+from tlora_bench.report.inputs import load_run
+from tlora_bench.report.tables import compare_table, leaderboard, leaderboard_markdown, per_concept_table
+
+REPORT_DIR = "report"
+
+
+def make_report(run_dir: str | Path, compare: str | Path | None = None,
+                echo: Callable[[str], None] = lambda message: None) -> Path:
+    """Write DIR/report/ (leaderboard.csv, leaderboard.md, per_concept.csv, plots/, report.html and, with
+    `compare`, compare.csv); return that folder."""
+    from tlora_bench.report.grids import concept_grids
+    from tlora_bench.report.html import render
+    from tlora_bench.report.plots import make_plots
+
+    run = load_run(run_dir)
+    other = load_run(compare) if compare is not None else None
+    out = run.root / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    board = leaderboard(run)
+    concepts = per_concept_table(run)
+    atomic_write_text(out / "leaderboard.csv", board.to_csv(index=False))
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
+    atomic_write_text(out / "per_concept.csv", concepts.to_csv(index=False))
+    compared = compare_table(board, leaderboard(other)) if other is not None else None
+    if compared is not None:
+        atomic_write_text(out / "compare.csv", compared.to_csv(index=False))
+
+    def note(message: str) -> None:
+        run.problems.append(message)
+        echo(f"warning: {message}")
+
+    plots = make_plots(run, board, concepts, out / "plots", note)
+    page = render(title=run.name, board=board, plots=plots, grids=concept_grids(run, list(board["method_label"])),
+                  provenance=run.provenance, evaluation=run.evaluation, summary=run.summary, compare=compared,
+                  compare_dir=str(compare) if compare is not None else None, problems=run.problems)
+    atomic_write_text(out / "report.html", page)
+    return out
+
+
+__all__ = ["REPORT_DIR", "make_report"]

@@ -1,0 +1,173 @@
+"""Read what `tlora-bench run` or `tlora-bench evaluate` left in a folder: files only, no torch.
+
+A run folder holds config.json, provenance.json, jobs/, images/, evaluation/, leaderboard.csv and
+summary.json; a folder scored by `tlora-bench evaluate` holds only DIR/<method>/<concept>/images.jsonl and
+DIR/evaluation/. Only evaluation/per_method.csv is required; everything else is read when present.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlora_bench.errors import TloraBenchError
+
+EVALUATION_DIR = "evaluation"
+INDEX_FILE = "images.jsonl"
+PER_METHOD_COLUMNS = ("method_label", "method", "rank", "metric", "mean", "ci_low", "ci_high", "n_concepts")
+_NOT_METHODS = {EVALUATION_DIR, "report", "jobs"}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One jobs/<label>/<concept>/seed-<s>/ folder."""
+
+    label: str
+    image_label: str
+    concept: str
+    seed: int
+    method: str | None  # train.method, e.g. "lora-64"
+    train_images: int | None
+    status: str  # done, failed or unfinished
+    folder: Path
+
+    @property
+    def train_log(self) -> Path:
+        return self.folder / "train" / "train_log.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder / "train" / "adapter.safetensors"
+
+
+@dataclass
+class RunFolder:
+    """Everything the report reads, each part None (or empty) when the folder does not have it."""
+
+    root: Path
+    images_dir: Path
+    per_method: pd.DataFrame
+    per_concept: pd.DataFrame | None = None
+    per_prompt: pd.DataFrame | None = None
+    config: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    run_leaderboard: pd.DataFrame | None = None
+    jobs: list[JobInfo] = field(default_factory=list)
+    indexes: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (label, concept)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str | None:
+        return (self.config or {}).get("model")
+
+    @property
+    def name(self) -> str:
+        return str((self.config or {}).get("name") or self.root.name)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is absent; a broken one is a one-line error naming it."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TloraBenchError(f"cannot read '{path}' ({e}); restore or delete the file and run the report again") \
+            from None
+    if not isinstance(value, dict):
+        raise TloraBenchError(f"'{path}' must hold a JSON object; restore it from the run that wrote it")
+    return value
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TloraBenchError(f"cannot read '{path}' ({e}); re-run `tlora-bench evaluate` to write it again") \
+            from None
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise TloraBenchError(f"'{path}' has no column '{missing[0]}'; re-run `tlora-bench evaluate` to write it "
+                              "again with this version")
+    return table
+
+
+def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
+    jobs = []
+    for path in sorted(root.glob("jobs/*/*/seed-*/job.json")):
+        try:
+            job = read_json(path) or {}
+        except TloraBenchError as e:
+            problems.append(str(e))
+            continue
+        train = job.get("train") or {}
+        folder = path.parent
+        status = "done" if (folder / "done.json").is_file() else (
+            "failed" if (folder / "failed.json").is_file() else "unfinished")
+        label = str(job.get("label", folder.parent.parent.name))
+        jobs.append(JobInfo(label=label, image_label=str(job.get("image_label") or label),
+                            concept=str(job.get("concept", folder.parent.name)), seed=int(job.get("seed", 0)),
+                            method=train.get("method"), train_images=train.get("train_images"), status=status,
+                            folder=folder))
+    return jobs
+
+
+def read_index(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The lines of an images.jsonl that name a file and a template; bad lines are noted and skipped."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            problems.append(f"{path} line {number}: not valid JSON (skipped)")
+            continue
+        if isinstance(record, dict) and isinstance(record.get("file"), str) and isinstance(record.get("template"),
+                                                                                           str):
+            records.append(record)
+        else:
+            problems.append(f"{path} line {number}: no 'file' or 'template' (skipped)")
+    return records
+
+
+def _read_indexes(images_dir: Path, problems: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    indexes = {}
+    for path in sorted(images_dir.glob(f"*/*/{INDEX_FILE}")):
+        method_dir, concept_dir = path.parent.parent, path.parent
+        if method_dir.name.startswith(".") or concept_dir.name.startswith(".") or method_dir.name in _NOT_METHODS:
+            continue
+        indexes[(method_dir.name, concept_dir.name)] = read_index(path, problems)
+    return indexes
+
+
+def load_run(root: str | Path) -> RunFolder:
+    """Read a run folder or an evaluated folder; the one-line error says what to run when it is neither."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TloraBenchError(f"folder '{root}' does not exist; pass a folder written by `tlora-bench run` or "
+                              "scored by `tlora-bench evaluate`")
+    evaluation_dir = root / EVALUATION_DIR
+    per_method = read_csv(evaluation_dir / "per_method.csv", PER_METHOD_COLUMNS)
+    if per_method is None:
+        raise TloraBenchError(f"'{evaluation_dir / 'per_method.csv'}' not found; score the folder first with "
+                              f"`tlora-bench evaluate {root}` (or let `tlora-bench run` finish)")
+    problems: list[str] = []
+    images_dir = root / "images" if (root / "images").is_dir() else root
+    leaderboard = read_csv(root / "leaderboard.csv")
+    return RunFolder(
+        root=root, images_dir=images_dir, per_method=per_method,
+        per_concept=read_csv(evaluation_dir / "per_concept.csv"),
+        per_prompt=read_csv(evaluation_dir / "per_prompt.csv"),
+        config=read_json(root / "config.json"), provenance=read_json(root / "provenance.json"),
+        evaluation=read_json(evaluation_dir / "evaluation.json"), summary=read_json(root / "summary.json"),
+        run_leaderboard=leaderboard, jobs=_read_jobs(root, problems), indexes=_read_indexes(images_dir, problems),
+        problems=problems)

@@ -1,0 +1,177 @@
+"""The report's figures, each saved as PNG and SVG; a figure whose data the folder lacks is skipped (None).
+
+matplotlib's object API (Figure, no pyplot): no global backend state, nothing opens a window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tlora_bench.report.inputs import JobInfo, RunFolder
+from tlora_bench.report.paper import method_key, paper_tables
+
+LOW_RANK_METHODS = ("lora", "vanilla-tlora", "ortho-lora", "tlora")  # as tlora_bench.adapters.rank_analysis
+
+
+def save(figure: Figure, folder: Path, name: str) -> Path:
+    """Write name.png and name.svg; return the PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    for suffix in ("png", "svg"):
+        figure.savefig(folder / f"{name}.{suffix}", dpi=110)
+    return folder / f"{name}.png"
+
+
+def _errors(board: pd.DataFrame, metric: str) -> np.ndarray:
+    mean = board[f"{metric}_mean"].to_numpy(float)
+    return np.abs(np.vstack([mean - board[f"{metric}_ci_low"].to_numpy(float),
+                             board[f"{metric}_ci_high"].to_numpy(float) - mean]))
+
+
+def is_vs_ts(board: pd.DataFrame) -> Figure | None:
+    """Masked CLIP-IS against TS per method with 95% intervals; the paper's point for each matched method."""
+    board = board.dropna(subset=["is_masked_mean", "ts_mean"])
+    if board.empty:
+        return None
+    figure = Figure(figsize=(6.5, 5))
+    axes = figure.add_subplot()
+    for index, (_, row) in enumerate(board.iterrows()):
+        color = f"C{index % 10}"
+        one = board.loc[[row.name]]
+        axes.errorbar(one["ts_mean"], one["is_masked_mean"], xerr=_errors(one, "ts"), yerr=_errors(one, "is_masked"),
+                      fmt="o", color=color, capsize=3, label=row["method_label"])
+        if row["paper_table"] is not None:
+            axes.scatter([row["paper_ts"]], [row["paper_is"]], marker="*", s=120, color=color, edgecolor="black",
+                         label=f"{row['method_label']} (paper, {row['paper_table']})")
+    axes.set(xlabel="TS (text similarity, headline)", ylabel="CLIP-IS (masked)", title="IS against TS")
+    axes.legend(fontsize=7)
+    return figure
+
+
+def by_rank(board: pd.DataFrame, model: str | None) -> Figure | None:
+    """IS and TS against rank r for rank-sized methods (paper Table 1), the paper's values dashed."""
+    board = board.dropna(subset=["rank"])
+    if board.empty:
+        return None
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2)
+    paper = paper_tables()
+    paper = paper[(paper["table"] == "table1") & (paper["model"] == (model or ""))]
+    families = board.assign(family=[method_key(row["method_label"], row["method"]).name
+                                    for _, row in board.iterrows()])
+    for index, (family, group) in enumerate(families.groupby("family", sort=True)):
+        group = group.sort_values("rank")
+        for axes, metric in ((left, "is_masked"), (right, "ts")):
+            axes.errorbar(group["rank"], group[f"{metric}_mean"], yerr=_errors(group, metric), marker="o",
+                          capsize=3, color=f"C{index % 10}", label=family)
+        ours = paper[paper["method"] == family]
+        if len(ours):
+            ranks = ours["rank_or_config"].astype(int)
+            left.plot(ranks, ours["is"], linestyle="--", color=f"C{index % 10}", label=f"{family} (paper)")
+            right.plot(ranks, ours["ts"], linestyle="--", color=f"C{index % 10}", label=f"{family} (paper)")
+    for axes, title in ((left, "CLIP-IS (masked)"), (right, "TS")):
+        axes.set(xscale="log", xlabel="rank r", ylabel=title, title=f"{title} by rank")
+        axes.legend(fontsize=7)
+    return figure
+
+
+def heat_map(concepts: pd.DataFrame) -> Figure | None:
+    """Method x concept: TS and masked CLIP-IS, one panel each, values written in the cells."""
+    if concepts.empty or not {"ts", "is_masked"} <= set(concepts.columns):
+        return None
+    tables = [concepts.pivot_table(index="method_label", columns="concept", values=m, aggfunc="mean")
+              for m in ("ts", "is_masked")]
+    rows, columns = tables[0].shape
+    figure = Figure(figsize=(min(4 + 0.9 * columns, 30) * 2, 1.5 + 0.45 * rows))
+    for axes, table, title in zip(figure.subplots(1, 2), tables, ("TS", "CLIP-IS (masked)"), strict=True):
+        image = axes.imshow(table.to_numpy(float), aspect="auto", cmap="viridis")
+        axes.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], rotation=60, ha="right", fontsize=7)
+        axes.set_yticks(range(table.shape[0]), [str(i) for i in table.index], fontsize=7)
+        if table.size <= 400:
+            for (i, j), value in np.ndenumerate(table.to_numpy(float)):
+                axes.text(j, i, "" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=6,
+                          color="white")
+        axes.set_title(title)
+        figure.colorbar(image, ax=axes)
+    return figure
+
+
+def _losses(job: JobInfo) -> list[tuple[int, float]]:
+    points = []
+    for line in job.train_log.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+            points.append((int(entry["step"]), float(entry["loss"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return points
+
+
+def loss_curves(jobs: list[JobInfo]) -> Figure | None:
+    """Training loss per step, one thin line per job, one colour per method label."""
+    logged = [job for job in jobs if job.train_log.is_file()]
+    if not logged:
+        return None
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    colors = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(job.image_label for job in logged))}
+    seen = set()
+    for job in logged:
+        points = _losses(job)
+        if points:
+            steps, losses = zip(*points, strict=True)
+            axes.plot(steps, losses, color=colors[job.image_label], alpha=0.6, linewidth=1,
+                      label=None if job.image_label in seen else job.image_label)
+            seen.add(job.image_label)
+    axes.set(xlabel="step", ylabel="loss", title="Training loss")
+    axes.legend(fontsize=7)
+    return figure
+
+
+def effective_ranks(jobs: list[JobInfo], energy: float = 0.95,
+                    on_problem: Callable[[str], None] = lambda message: None) -> Figure | None:
+    """Mean effective rank of B over layers per adapter (paper Figure 4), beside r; needs torch, lazily."""
+    adapters = [job for job in jobs if job.adapter.is_file()
+                and method_key(job.label, job.method).name in LOW_RANK_METHODS]
+    if not adapters:
+        return None
+    try:
+        from tlora_bench.adapters.rank_analysis import adapter_ranks
+    except ImportError as e:
+        on_problem(f"effective-rank plot skipped: {e}")
+        return None
+    names, means, ranks = [], [], []
+    for job in adapters:
+        try:
+            rows = adapter_ranks(job.adapter, energy)
+        except Exception as e:  # an unreadable adapter costs this one bar, not the report
+            on_problem(f"effective rank of '{job.adapter}' skipped: {e}")
+            continue
+        if rows:
+            names.append(f"{job.image_label}/{job.concept}/s{job.seed}")
+            means.append(float(np.mean([row.effective_rank for row in rows])))
+            ranks.append(rows[0].rank)
+    if not names:
+        return None
+    figure = Figure(figsize=(max(6, 0.35 * len(names) + 2), 4))
+    axes = figure.add_subplot()
+    axes.bar(range(len(names)), ranks, color="lightgrey", label="r")
+    axes.bar(range(len(names)), means, color="tab:blue", width=0.6, label=f"mean effective rank ({energy:.0%})")
+    axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    axes.set(ylabel="rank", title="Effective rank of B per adapter")
+    axes.legend(fontsize=7)
+    return figure
+
+
+def make_plots(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, folder: Path,
+               on_problem: Callable[[str], None]) -> dict[str, Path]:
+    """Every figure the folder has data for: name -> PNG path (an SVG lies beside each)."""
+    figures = {"is_vs_ts": is_vs_ts(board), "by_rank": by_rank(board, run.model), "heat_map": heat_map(concepts),
+               "loss": loss_curves(run.jobs), "effective_rank": effective_ranks(run.jobs, on_problem=on_problem)}
+    return {name: save(figure, folder, name) for name, figure in figures.items() if figure is not None}

@@ -1,0 +1,150 @@
+"""The report's tables: leaderboard (with the paper beside ours), per concept, the markdown leaderboard, compare.
+
+Paper IS and DINO-IS were computed on background-masked images, so they sit beside our masked IS and masked
+DINO-IS; the paper's TS beside our headline TS (prompt with token and class removed). docs/report.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from tlora_bench.report.inputs import RunFolder
+from tlora_bench.report.paper import method_key, paper_match
+
+METRICS = ("is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept")
+PAPER_PAIRS = (("is", "is_masked"), ("dino_is", "dino_is_masked"), ("ts", "ts"))  # paper column -> ours
+CONCEPT_COLUMNS = ("method_label", "concept", "class_word", *METRICS, "n_base_images", "n_ts_prompts")
+METRIC_TITLES = {"is": "CLIP-IS", "is_masked": "CLIP-IS (masked)", "dino_is": "DINO-IS",
+                 "dino_is_masked": "DINO-IS (masked)", "ts": "TS", "ts_class_kept": "TS (class kept)"}
+
+
+def labels(run: RunFolder) -> list[str]:
+    """Method labels in run order (the run's leaderboard), then any others scored, sorted."""
+    order = list(run.run_leaderboard["method"]) if run.run_leaderboard is not None else []
+    scored = sorted(set(run.per_method["method_label"].astype(str)))
+    return [*dict.fromkeys([*map(str, order), *scored])]
+
+
+def _failed_labels(run: RunFolder) -> dict[str, int]:
+    by_id = {f"{job.label}/{job.concept}/seed-{job.seed}": job.image_label for job in run.jobs}
+    counts: dict[str, int] = {}
+    for failure in (run.summary or {}).get("failures", []) or []:
+        job_id = str(failure.get("job", ""))
+        label = by_id.get(job_id, job_id.split("/")[0])
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def _incomplete(run: RunFolder, label: str, n_concepts: int, most_concepts: int) -> str:
+    """Why a method's row is incomplete ('' when it is not)."""
+    reasons = []
+    if run.run_leaderboard is not None:
+        row = run.run_leaderboard[run.run_leaderboard["method"].astype(str) == label]
+        if len(row) and not bool(row["complete"].iloc[0]):
+            reasons.append(f"{int(row['concepts_scored'].iloc[0])} of {int(row['concepts_planned'].iloc[0])} "
+                           "concepts scored")
+    failed = _failed_labels(run).get(label, 0)
+    if failed:
+        reasons.append(f"{failed} failed jobs")
+    if run.run_leaderboard is None and n_concepts < most_concepts:
+        reasons.append(f"{n_concepts} of {most_concepts} concepts scored")
+    return "; ".join(reasons)
+
+
+def _n_images(run: RunFolder, label: str) -> int:
+    if run.per_prompt is not None and "n_images" in run.per_prompt:
+        return int(run.per_prompt.loc[run.per_prompt["method_label"].astype(str) == label, "n_images"].sum())
+    return sum(len(records) for (method, _), records in run.indexes.items() if method == label)
+
+
+def leaderboard(run: RunFolder) -> pd.DataFrame:
+    """One row per method label: every metric's mean and interval, counts, incomplete mark, the paper's values."""
+    per_method = run.per_method.assign(method_label=run.per_method["method_label"].astype(str))
+    most = int(per_method["n_concepts"].max()) if len(per_method) else 0
+    jobs = {job.image_label: job for job in run.jobs}
+    rows = []
+    for label in labels(run):
+        table = per_method[per_method["method_label"] == label]
+        job = jobs.get(label)
+        method = job.method if job and job.method else (str(table["method"].iloc[0]) if len(table) else label)
+        key = method_key(label, method, job.train_images if job else None)
+        rank = table["rank"].dropna()
+        row: dict[str, Any] = {"method_label": label, "method": method,
+                               "rank": int(rank.iloc[0]) if len(rank) else None, "size": key.size,
+                               "train_images": key.train_images, "model": run.model}
+        for metric in METRICS:
+            values = table[table["metric"] == metric]
+            for column in ("mean", "ci_low", "ci_high"):
+                row[f"{metric}_{column}"] = float(values[column].iloc[0]) if len(values) else math.nan
+        n_concepts = int(table["n_concepts"].max()) if len(table) else 0
+        row["n_concepts"], row["n_images"] = n_concepts, _n_images(run, label)
+        reason = _incomplete(run, label, n_concepts, most) or ("not scored" if table.empty else "")
+        row["incomplete"], row["incomplete_reason"] = bool(reason), reason
+        paper = paper_match(key, run.model)
+        row["paper_table"] = None if paper is None else str(paper["table"])
+        for theirs, ours in PAPER_PAIRS:
+            value = math.nan if paper is None else float(paper[theirs])
+            row[f"paper_{theirs}"] = value
+            row[f"{theirs}_minus_paper"] = row[f"{ours}_mean"] - value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_concept_table(run: RunFolder) -> pd.DataFrame:
+    """Method x concept, the main metrics (long format: one row per pair)."""
+    if run.per_concept is None:
+        return pd.DataFrame(columns=list(CONCEPT_COLUMNS))
+    columns = [c for c in CONCEPT_COLUMNS if c in run.per_concept.columns]
+    return run.per_concept[columns].sort_values(["method_label", "concept"], kind="stable").reset_index(drop=True)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def interval(row: pd.Series | dict[str, Any], metric: str) -> str:
+    mean = row[f"{metric}_mean"]
+    if isinstance(mean, float) and math.isnan(mean):
+        return "–"
+    return f"{fmt(mean)} [{fmt(row[f'{metric}_ci_low'])}, {fmt(row[f'{metric}_ci_high'])}]"
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """A short markdown table for pasting: masked IS, masked DINO-IS, TS with intervals, and the paper's."""
+    head = ["method", "concepts", "images", "CLIP-IS (masked)", "DINO-IS (masked)", "TS", "paper IS / DINO-IS / TS",
+            "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in board.iterrows():
+        paper = "–" if row["paper_table"] is None else (
+            f"{fmt(row['paper_is'])} / {fmt(row['paper_dino_is'])} / {fmt(row['paper_ts'])} ({row['paper_table']})")
+        cells = [row["method_label"], str(row["n_concepts"]), str(row["n_images"]), interval(row, "is_masked"),
+                 interval(row, "dino_is_masked"), interval(row, "ts"), paper,
+                 "incomplete: " + row["incomplete_reason"] if row["incomplete"] else ""]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_table(ours: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """Per method label in both leaderboards and metric: both means, the difference, do the intervals overlap."""
+    rows = []
+    theirs = {str(row["method_label"]): row for _, row in other.iterrows()}
+    for _, row in ours.iterrows():
+        match = theirs.get(str(row["method_label"]))
+        if match is None:
+            continue
+        for metric in METRICS:
+            a, b = row[f"{metric}_mean"], match[f"{metric}_mean"]
+            low_a, high_a, low_b, high_b = (row[f"{metric}_ci_low"], row[f"{metric}_ci_high"],
+                                            match[f"{metric}_ci_low"], match[f"{metric}_ci_high"])
+            known = not any(math.isnan(v) for v in (low_a, high_a, low_b, high_b))
+            rows.append({"method_label": row["method_label"], "metric": metric, "mean": a, "ci_low": low_a,
+                         "ci_high": high_a, "other_mean": b, "other_ci_low": low_b, "other_ci_high": high_b,
+                         "difference": a - b,
+                         "intervals_overlap": (low_a <= high_b and low_b <= high_a) if known else None})
+    return pd.DataFrame(rows, columns=["method_label", "metric", "mean", "ci_low", "ci_high", "other_mean",
+                                       "other_ci_low", "other_ci_high", "difference", "intervals_overlap"])

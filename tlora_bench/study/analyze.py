@@ -1,0 +1,97 @@
+"""Join answers with the key: win rates per pair and question, Bradley-Terry strengths across methods."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tlora_bench.fileio import atomic_write_text
+from tlora_bench.study.answers import Answer, read_answers
+from tlora_bench.study.keyfile import Trial, read_key
+from tlora_bench.study.questions import QUESTIONS
+from tlora_bench.study.stats import binomial_p, bradley_terry, mm_fit, percentile_interval, wilson_interval
+
+ANALYSIS_FILE = "analysis.csv"
+BT_FILE = "bradley_terry.csv"
+PLOT_FILE = "win_rates.png"
+
+
+def win_rates(answers: Sequence[Answer], key: Mapping[str, Trial]) -> pd.DataFrame:
+    """One row per (pair, question): the first method's wins, win rate, Wilson 95% interval, binomial p."""
+    pairs = sorted({(t.pair, t.method_a, t.method_b) for t in key.values()}, key=lambda p: p[0])
+    rows = []
+    for pair, a, b in pairs:
+        for q in QUESTIONS:
+            mine = [x for x in answers if x.question == q.number and key[x.trial_id].pair == pair]
+            wins = sum(key[x.trial_id].winner(x.answer) == a for x in mine)
+            n = len(mine)
+            low, high = wilson_interval(wins, n)
+            rows.append({
+                "pair": pair, "method_a": a, "method_b": b, "question": q.number, "question_name": q.name,
+                "n": n, "wins_a": wins, "win_rate_a": wins / n if n else float("nan"), "ci_low": low,
+                "ci_high": high, "p_value": binomial_p(wins, n),
+                "trials": len({x.trial_id for x in mine}), "raters": len({x.rater for x in mine}),
+                "a_left_share": (sum(key[x.trial_id].left == a for x in mine) / n) if n else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def bradley_terry_table(answers: Sequence[Answer], key: Mapping[str, Trial], bootstrap: int = 1000,
+                        seed: int = 0) -> pd.DataFrame:
+    """Log-strengths (mean 0) per question with percentile intervals from resampling whole trials.
+
+    Trials, not single answers, are resampled: the raters' answers to one trial share its images, so they
+    are not independent, and resampling answers would make the intervals too narrow.
+    """
+    methods = sorted({m for t in key.values() for m in (t.method_a, t.method_b)})
+    index = {m: i for i, m in enumerate(methods)}
+    trial_ids = sorted({x.trial_id for x in answers})
+    trial_row = {t: i for i, t in enumerate(trial_ids)}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in QUESTIONS:
+        per_trial = np.zeros((len(trial_ids), len(methods), len(methods)))
+        comparisons = []
+        for x in answers:
+            if x.question != q.number:
+                continue
+            trial = key[x.trial_id]
+            winner, loser = index[trial.winner(x.answer)], index[trial.loser(x.answer)]
+            per_trial[trial_row[x.trial_id], winner, loser] += 1
+            comparisons.append((winner, loser))
+        strengths, fitter = bradley_terry(len(methods), comparisons)
+        # Replicates use the vectorised MM (the same estimator as choix.mm_pairwise, a test checks they agree):
+        # choix loops over comparisons in Python, too slow for a thousand refits.
+        counts = rng.multinomial(len(trial_ids), np.full(len(trial_ids), 1 / len(trial_ids)), size=bootstrap)
+        replicates = np.array([mm_fit(np.tensordot(c, per_trial, axes=1)) for c in counts])
+        low, high = percentile_interval(replicates)
+        order = np.argsort(-strengths)
+        ranks = np.empty(len(methods), dtype=int)
+        ranks[order] = np.arange(1, len(methods) + 1)
+        for i, method in enumerate(methods):
+            rows.append({"question": q.number, "question_name": q.name, "method": method,
+                         "strength": strengths[i], "ci_low": low[i], "ci_high": high[i], "rank": ranks[i],
+                         "comparisons": int(per_trial[:, i, :].sum() + per_trial[:, :, i].sum()),
+                         "fit": f"{fitter}; bootstrap: mm", "bootstrap": bootstrap})
+    return pd.DataFrame(rows).sort_values(["question", "rank"]).reset_index(drop=True)
+
+
+def analyze(answer_files: Sequence[str | Path], key_path: str | Path, out: Path, bootstrap: int = 1000,
+            seed: int = 0, plot: bool = True) -> dict[str, pd.DataFrame]:
+    """Write analysis.csv, bradley_terry.csv (more than two methods) and win_rates.png into `out`."""
+    key = read_key(key_path)
+    answers = read_answers(answer_files, key)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"win_rates": win_rates(answers, key)}
+    atomic_write_text(out / ANALYSIS_FILE, tables["win_rates"].to_csv(index=False))
+    if len({m for t in key.values() for m in (t.method_a, t.method_b)}) > 2:
+        tables["bradley_terry"] = bradley_terry_table(answers, key, bootstrap, seed)
+        atomic_write_text(out / BT_FILE, tables["bradley_terry"].to_csv(index=False))
+    if plot:
+        from tlora_bench.study.plot import plot_win_rates  # matplotlib is slow to import
+
+        plot_win_rates(tables["win_rates"], out / PLOT_FILE)
+    return tables
