@@ -12,13 +12,18 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The DreamBooth copy CI points to. Skipped locally when unset; CI sets TLORA_BENCH_REQUIRE_DATA=1."""
-    value = os.environ.get("TLORA_BENCH_DATA")
-    if not value or not Path(value).is_dir():
+    """The DreamBooth images: $TLORA_BENCH_DATA, else the copy bundled in this checkout (`concepts/`). Skipped when
+    neither exists (an installed wheel); CI sets TLORA_BENCH_REQUIRE_DATA=1, which makes that a failure."""
+    from tlora_bench.errors import TloraBenchError
+
+    try:
+        from tlora_bench.concepts import resolve_data_root
+
+        return resolve_data_root(os.environ.get("TLORA_BENCH_DATA"))
+    except TloraBenchError as e:
         if os.environ.get("TLORA_BENCH_REQUIRE_DATA") == "1":
-            pytest.fail(f"TLORA_BENCH_DATA={value!r} is not a folder, and this run requires the dataset")
-        pytest.skip("set TLORA_BENCH_DATA to the DreamBooth folder to run this test")
-    return Path(value)
+            pytest.fail(f"{e}; this run requires the dataset")
+        pytest.skip(str(e))
 
 
 @pytest.fixture(autouse=True)

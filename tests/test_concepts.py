@@ -133,6 +133,10 @@ def test_data_root_resolution_order(tmp_path: Path, monkeypatch):
     assert resolve_data_root(flag) == flag
     assert resolve_data_root(None) == env
     monkeypatch.delenv("TLORA_BENCH_DATA")
+    import tlora_bench.concepts.data_root as data_root
+
+    assert resolve_data_root(None) == data_root.bundled_concept_images()  # a checkout's concepts/ folder
+    monkeypatch.setattr(data_root, "bundled_concept_images", lambda: None)  # an installed wheel
     assert resolve_data_root(None) == cache / "datasets" / "dreambooth"
 
 

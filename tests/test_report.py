@@ -156,7 +156,7 @@ def test_command(evaluated: Path) -> None:
 
 
 def test_paper_copy_is_verbatim() -> None:
-    shipped = Path(__file__).parent.parent / "tlora_bench" / "report" / "paper_tables.csv"
+    shipped = Path(__file__).parent.parent / "results" / "paper" / "paper_tables.csv"
     spec = Path(__file__).parent.parent.parent / "shared" / "spec" / "paper_tables.csv"
     if spec.is_file():
         assert shipped.read_bytes() == spec.read_bytes()

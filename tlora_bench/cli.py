@@ -8,29 +8,12 @@ import sys
 import click
 
 from tlora_bench import __version__
+from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
 
 
-class _Group(click.Group):
-    """A click group that turns TloraBenchError into `error: ...` on stderr and exit status 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except TloraBenchError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-
-
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False), default=None,
-    help="Folder with one sub-folder per concept. Default: $TLORA_BENCH_DATA, then the download cache.")
-manifest_option = click.option(
-    "--manifest", "manifest_path", type=click.Path(dir_okay=False), default=None,
-    help="A user concept manifest (.toml). Default: the bundled DreamBooth manifest.")
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ErrorLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tlora-bench")
 def main() -> None:
     """tlora-bench: train, sample and score single-image personalization adapters (T-LoRA and baselines)."""
@@ -129,7 +112,7 @@ def concepts_download(dest: str | None, url: str | None, sha256: str | None, tim
 @main.command("prompts")
 @click.option("--concept", "concept_id", required=True, help="Concept id, e.g. dog6.")
 @manifest_option
-@click.option("--token", default="sks", show_default=True, help="The rare token that stands for V*.")
+@click.option("--token", default=DEFAULT_TOKEN, show_default=True, help="The rare token that stands for V*.")
 @click.option("--base-seed", type=int, default=0, show_default=True, help="Base seed of the seed rule.")
 def prompts_cmd(concept_id: str, manifest_path: str | None, token: str, base_seed: int) -> None:
     """Print every (template, prompt, image index, seed) generated for a concept."""
@@ -421,7 +404,7 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--timestep-range", default=None, help="Train on t in [low, high) only, e.g. 800,1000 (Figure 2).")
 @click.option("--images", "train_images", type=int, default=1, show_default=True,
               help="Train on the first N images of the concept, the training image first (Table 4).")
-@click.option("--token", default="sks", show_default=True, help="The rare token that stands for V*.")
+@click.option("--token", default=DEFAULT_TOKEN, show_default=True, help="The rare token that stands for V*.")
 @click.option("--checkpoint-every", type=int, default=100, show_default=True,
               help="Steps between checkpoints (0: only at the end).")
 @click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory in the denoiser.")
@@ -450,8 +433,10 @@ def train_cmd(out_dir: str, options: tuple[str, ...], device: str, r_min: int | 
 @click.argument("adapter_dir", metavar="DIR", type=click.Path())
 @click.option("--prompts", type=int, default=None, help="Only the first N prompt templates (the base prompt first).")
 @click.option("--batch-size", type=int, default=5, show_default=True, help="Images of one prompt per batch.")
-@click.option("--images-per-prompt", type=int, default=5, show_default=True, help="Images per contextual prompt.")
-@click.option("--base-images", type=int, default=15, show_default=True, help="Images of the base prompt.")
+@click.option("--images-per-prompt", type=int, default=IMAGES_PER_PROMPT, show_default=True,
+              help="Images per contextual prompt.")
+@click.option("--base-images", type=int, default=IMAGES_PER_BASE_PROMPT, show_default=True,
+              help="Images of the base prompt.")
 @click.option("--base-seed", type=int, default=None, help="Base seed of the seed rule (default: the training seed).")
 @click.option("--out", "images_root", type=click.Path(file_okay=False), default=None,
               help="Root of the images layout (default: DIR/images); images go to OUT/<method>/<concept>/.")

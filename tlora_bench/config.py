@@ -9,7 +9,6 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +17,7 @@ from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
 from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
+from tlora_bench.resources import bundled_names, bundled_path
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class RunConfig:
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be 0 or more")
         _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
                f"must list distinct base seeds, got {list(self.seeds)}")
+        _check_concepts(self.concepts)
         _check_methods(self)
 
     def steps_for(self, method: str, default: int) -> int:
@@ -99,6 +100,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _check_concepts(spec: str) -> None:
+    """The concepts resolve in their manifest (a user .toml, or ids and sets of the bundled one); the image
+    data folder is not needed."""
+    from tlora_bench.concepts import select_concepts
+
+    try:
+        select_concepts(spec)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"config key 'concepts': {e}") from None
 
 
 def _check_methods(config: RunConfig) -> None:
@@ -194,8 +206,7 @@ def coerce(key: str, value: Any) -> Any:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("tlora_bench.presets")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return bundled_names("presets", ".toml")
 
 
 def read_preset(preset: str) -> dict[str, Any]:
@@ -204,7 +215,7 @@ def read_preset(preset: str) -> dict[str, Any]:
         return read_toml(preset)
     if preset not in preset_names():
         raise unknown_name_error("preset", preset, preset_names())
-    with resources.as_file(resources.files("tlora_bench.presets") / f"{preset}.toml") as path:
+    with bundled_path("presets", f"{preset}.toml") as path:
         return read_toml(path)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,17 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """Parse a JSON file the tool wrote; unreadable or malformed is one line naming the file and `fix`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e}); {fix}") from None
+
+
+def differing_keys(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings dicts, sorted (a key missing on one side differs)."""
+    return [key for key in sorted(set(saved) | set(ours)) if saved.get(key) != ours.get(key)]

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes, atomic_write_text
+from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, differing_keys, read_json
+from tlora_bench.prompts import DEFAULT_TOKEN
 
 ADAPTER_FILE = "adapter.safetensors"
 SPEC_FILE = "train_spec.json"
@@ -59,7 +60,7 @@ class TrainSpec:
     seed: int = 0
     timestep_range: tuple[int, int] | None = None  # train on t in [low, high) only (paper Figure 2)
     train_images: int = 1  # the first N images of the concept, the training image first (paper Table 4)
-    token: str = "sks"
+    token: str = DEFAULT_TOKEN  # the paper's V*
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     gradient_checkpointing: bool = False
 
@@ -174,14 +175,10 @@ def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(spec.to_dict(), indent=2) + "\n")
         return
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TloraBenchError(f"cannot read '{path}' ({e}); delete the folder to start again") from None
-    ours = spec.to_dict()
-    differing = [k for k in sorted(set(saved) | set(ours)) if saved.get(k) != ours.get(k)]
+    saved, ours = read_json(path, "delete the folder to start again"), spec.to_dict()
+    differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
     if differing:
-        key = differing[0]
+        key, saved = differing[0], saved if isinstance(saved, dict) else {}
         raise TloraBenchError(f"'{out_dir}' holds a training run with {key}={saved.get(key)!r}, not "
                               f"{ours.get(key)!r}; use another --out folder or delete this one")
 

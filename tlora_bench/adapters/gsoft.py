@@ -4,7 +4,11 @@
     L_i  = (I + S)(I − S)⁻¹,  S = ½(X − Xᵀ)                         Cayley of a skew matrix; X = 0 at init
     W'   = diag(s) · W · G_in                                       single-sided
     W'   = diag(s) · G_out · W · G_in                               double-sided (default)
+    b'   = diag(s) · [G_out ·] b                                    a biased projection (FLUX's q/k/v)
 
+The bias, as in the authors' code, sits inside the output-side rotation and scale: the adapted output is
+diag(s) · G_out · (W · G_in · x + b), not diag(s) · G_out · W · G_in · x + b (docs/decisions.md). Merging
+folds both into the layer: weight W' and bias b'. SD-XL's attention projections have no bias (only to_out.0).
 P is the perfect shuffle: view the n-vector as (b, k) and transpose, so each block of the second factor
 mixes entries from different blocks of the first. s is a learnable per-output-channel scale (ones at init).
 Not in PEFT: written here. Every block of a factor is processed at once (batched solve and batched
@@ -92,6 +96,7 @@ class GSOFTLinear(AdapterLayer):
                 self.register_parameter(f"{side}_{factor}", nn.Parameter(
                     torch.empty(config.nblocks, block, block, device=device, dtype=dtype)))
         self.scale = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
+        self._merged_bias: torch.Tensor | None = None  # b' while merged; not a buffer, never saved
         if init and device.type != "meta":
             self._init_identity()
 
@@ -120,22 +125,55 @@ class GSOFTLinear(AdapterLayer):
         eye = torch.eye(left.shape[0] * left.shape[1], dtype=left.dtype, device=left.device)
         return gs_matmul(left, right, eye)
 
-    def adapted_weight(self) -> torch.Tensor:
-        """diag(s) · [G_out ·] W · G_in in the adapter's dtype (paper's W', REFERENCE.md section 2)."""
+    def _adapted(self, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W', b') in the adapter's dtype, from one evaluation of the Cayley factors; b' is None for a layer
+        without a bias (or when not asked for)."""
         blocks = self.cayley_factors()
         weight = self.base_layer.weight.to(self.scale.dtype)
         # W · G_in = (G_inᵀ · Wᵀ)ᵀ: the rotation acts on the rows of Wᵀ.
         rotated = gs_matmul(blocks["in_L"], blocks["in_R"], weight.T, transpose=True).T
+        base_bias = self.base_layer.bias if bias else None
+        new_bias = None if base_bias is None else base_bias.to(self.scale.dtype)[:, None]
         if self.config.double_sided:
-            rotated = gs_matmul(blocks["out_L"], blocks["out_R"], rotated)
-        return self.scale[:, None] * rotated
+            if new_bias is None:
+                rotated = gs_matmul(blocks["out_L"], blocks["out_R"], rotated)
+            else:  # one rotation of [W G_in | b]: the bias is rotated with the weight
+                both = gs_matmul(blocks["out_L"], blocks["out_R"], torch.cat([rotated, new_bias], dim=1))
+                rotated, new_bias = both[:, :-1], both[:, -1:]
+        return self.scale[:, None] * rotated, None if new_bias is None else self.scale * new_bias[:, 0]
+
+    def adapted_weight(self) -> torch.Tensor:
+        """diag(s) · [G_out ·] W · G_in in the adapter's dtype (paper's W', REFERENCE.md section 2)."""
+        return self._adapted(bias=False)[0]
+
+    def adapted_bias(self) -> torch.Tensor | None:
+        """diag(s) · [G_out ·] b in the adapter's dtype (the authors' bias placement), or None without a bias."""
+        return self._adapted()[1]
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.adapted_weight().to(self.base_layer.weight.dtype)
-        return F.linear(x, weight, self.base_layer.bias)
+        weight, bias = self._adapted()
+        base_bias = self.base_layer.bias
+        return F.linear(x, weight.to(self.base_layer.weight.dtype),
+                        None if bias is None else bias.to(base_bias.dtype))
 
     def merged_weight(self, t: float | None = None) -> torch.Tensor:
         return self.adapted_weight().to(self.base_layer.weight.dtype)
+
+    def merge(self, t: float | None = None) -> None:
+        """Fold W' into the weight and b' into the bias (AdapterLayer keeps only a merged weight)."""
+        super().merge(t)
+        bias = self.base_layer.bias
+        if bias is not None:
+            with torch.no_grad():
+                self._merged_bias = self.adapted_bias().to(bias.dtype)
+
+    def unmerge(self) -> None:
+        super().unmerge()
+        self._merged_bias = None
+
+    def forward_with_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        bias = self._merged_bias if self._merged_bias is not None else self.base_layer.bias
+        return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         config: GSOFTConfig = self.config

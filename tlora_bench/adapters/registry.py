@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +18,18 @@ from tlora_bench.errors import TloraBenchError
 from tlora_bench.registry import Registry
 
 
+def matches_target(name: str, targets: Iterable[str]) -> bool:
+    """Whether a module's dotted name is one of `targets` or ends with ".<target>" ("to_out.0" matches
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0", never "xto_out.0"). The one rule every
+    method uses to find its layers."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
 def _linear_targets(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
-    """Modules whose dotted name equals or ends with one of `config.target_modules`."""
+    """Modules whose dotted name matches one of `config.target_modules` (`matches_target`)."""
     found = []
     for name, module in model.named_modules():
-        if any(name == t or name.endswith("." + t) for t in config.target_modules):
+        if matches_target(name, config.target_modules):
             if not isinstance(module, nn.Linear):
                 raise TloraBenchError(f"target '{name}' is a {type(module).__name__}, not a Linear; "
                                       f"{config.method} adapts Linear layers only")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
-from tlora_bench.adapters.registry import MethodSpec, register_method
+from tlora_bench.adapters.registry import MethodSpec, matches_target, register_method
 from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError
 
@@ -63,7 +63,7 @@ def spectral_targets(model: nn.Module, config: AdapterConfig) -> list[tuple[str,
     """Every adaptable layer of `model`, or only those named by `config.target_modules` (which must be)."""
     found = []
     for name, module in model.named_modules():
-        if config.target_modules and not any(name == t or name.endswith("." + t) for t in config.target_modules):
+        if config.target_modules and not matches_target(name, config.target_modules):
             continue
         if _kind(module) is not None:
             found.append((name, module))

@@ -59,7 +59,8 @@ def _svd_factors(matrix: torch.Tensor, r: int, components: str) -> tuple[torch.T
     """B0 = U[:, idx], S0 = S[idx], A0 = Vᵀ[idx, :] with correctly paired singular vectors (REFERENCE §1)."""
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     k = s.numel()
-    start = {"top": 0, "middle": (k - r) // 2, "last": k - r}[components]
+    # middle: start = ceil((k - r) / 2), as the authors' code (docs/decisions.md)
+    start = {"top": 0, "middle": (k - r + 1) // 2, "last": k - r}[components]
     return u[:, start:start + r], s[start:start + r], vh[start:start + r, :]
 
 

@@ -1,4 +1,5 @@
-"""Where concept images live: --data-dir, then $TLORA_BENCH_DATA, then the per-user cache folder."""
+"""Where concept images live: --data-dir, then $TLORA_BENCH_DATA, then the copy bundled in a checkout
+(`concepts/`), then the per-user download cache."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.resources import bundled_concept_images
 
 DATA_ENV = "TLORA_BENCH_DATA"
 CACHE_ENV = "TLORA_BENCH_CACHE"
+BUNDLED_DATASET = "dreambooth"  # the dataset whose images a checkout's concepts/ folder holds
 
 
 def cache_dir() -> Path:
@@ -30,6 +33,8 @@ def resolve_data_root(data_dir: str | Path | None = None, dataset: str = "dreamb
         path, origin = Path(data_dir).expanduser(), "--data-dir"
     elif os.environ.get(DATA_ENV):
         path, origin = Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    elif dataset == BUNDLED_DATASET and bundled_concept_images() is not None:
+        path, origin = bundled_concept_images(), "the copy bundled in this checkout"
     else:
         path, origin = download_dir(dataset), "the download cache"
     if not path.is_dir():

@@ -10,7 +10,6 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -209,7 +208,9 @@ def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
 @functools.cache
 def bundled_manifest() -> Manifest:
     """The DreamBooth manifest shipped with the package (folders relative to the data root)."""
-    with resources.as_file(resources.files("tlora_bench.concepts") / "dreambooth.toml") as path:
+    from tlora_bench.resources import bundled_path
+
+    with bundled_path("concepts", "dreambooth.toml") as path:
         return load_manifest(path, user=False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,19 +72,39 @@ DINO_EXTRACTORS = ("dino-vits16", "dinov2-vits14")
 DEFAULT_DINO = "dino-vits16"
 
 
+# Loggers of the libraries that load extractor weights; their records are dropped while a model loads.
+LIBRARY_LOGGERS = ("open_clip", "timm", "huggingface_hub")
+_OPEN_CLIP_PATH = f"{os.sep}open_clip{os.sep}"
+
+
+def _not_from_open_clip(record: logging.LogRecord) -> bool:
+    """open_clip logs through the root logger itself (`logging.info(...)`): recognise its records by file."""
+    return _OPEN_CLIP_PATH not in record.pathname
+
+
 @contextlib.contextmanager
 def quiet_logging() -> Iterator[None]:
-    """Silence library logging while loading: open_clip logs through the root logger (which would otherwise
-    install a stderr handler for good) and repeats every error it then raises, breaking one-line errors."""
+    """Silence the loading libraries' logging, and only theirs, while a model loads; restored exactly after.
+
+    open_clip logs through the root logger and repeats every error it then raises, breaking one-line errors:
+    a filter on the root logger drops the records logged from open_clip's files, and a NullHandler keeps
+    `logging.info(...)` from installing a stderr handler on the root logger for good (logging.basicConfig).
+    The loggers named in LIBRARY_LOGGERS (and their children) are raised above CRITICAL. Nothing else changes:
+    a user's own loggers and handlers keep working during the load, and `logging.disable` is never called.
+    """
     root = logging.getLogger()
     guard = logging.NullHandler()
+    levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     root.addHandler(guard)
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
+    root.addFilter(_not_from_open_clip)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        logging.disable(previous)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        root.removeFilter(_not_from_open_clip)
         root.removeHandler(guard)
 
 

@@ -38,11 +38,15 @@ def _load(what: str, source: str, load):
     """Load one transformers model and its processor; a missing or unreadable copy is a one-line error."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # no per-weight progress bars in an evaluation log
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no per-weight progress bars in an evaluation log, during the load only
     try:
         return load(source)
     except Exception as e:  # hub, config and checkpoint errors all mean "bad weights"
         raise weights_error(what, f"'{source}'", e, _FIX) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class GroundedSamSegmenter:

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tlora_bench.devices import resolve_dtype
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.models.backend import (
     BackendSpec,
@@ -26,7 +25,6 @@ from tlora_bench.models.backend import (
     model_load_error,
     prepare_training_image,
     quiet_loading,
-    resolved_revision,
 )
 
 # The example's --guidance_scale default: FLUX.1-dev is guidance-distilled, and the example trains with the
@@ -59,19 +57,7 @@ def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_sou
 class FluxBackend(DiffusionBackend):
     """FLUX through diffusers: flow-matching MSE on packed latents, embedded guidance, Euler sampling."""
 
-    @classmethod
-    def load(cls, spec: BackendSpec, *, source: str | None = None, revision: str | None = None,
-             vae_source: str | None = None, precision: str = "fp32",
-             device: str | torch.device = "cpu") -> FluxBackend:
-        from tlora_bench.models.tiny import tiny_model_folder
-
-        source = source or spec.hub_id or str(tiny_model_folder(spec.name))
-        revision = revision or spec.revision
-        vae_source = vae_source or spec.vae_id
-        pipeline = _load_pipeline(spec, source, revision, vae_source, resolve_dtype(precision))
-        pipeline.to(device)
-        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline),
-                   precision=precision, device=torch.device(device), vae_source=vae_source)
+    load_pipeline = staticmethod(_load_pipeline)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tlora_bench.devices import resolve_dtype
 from tlora_bench.models.backend import (
     BackendSpec,
     DiffusionBackend,
@@ -25,7 +24,6 @@ from tlora_bench.models.backend import (
     model_load_error,
     prepare_training_image,
     quiet_loading,
-    resolved_revision,
 )
 
 # stable-diffusion-xl-base-1.0, unet/config.json (diffusers UNet2DConditionModel): 2,567,463,684 parameters.
@@ -114,19 +112,7 @@ def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_sou
 class SDXLBackend(DiffusionBackend):
     """SD-XL through diffusers: epsilon-prediction MSE with DDPM noising, micro-conditioning, Euler sampling."""
 
-    @classmethod
-    def load(cls, spec: BackendSpec, *, source: str | None = None, revision: str | None = None,
-             vae_source: str | None = None, precision: str = "fp32",
-             device: str | torch.device = "cpu") -> SDXLBackend:
-        from tlora_bench.models.tiny import tiny_model_folder
-
-        source = source or spec.hub_id or str(tiny_model_folder(spec.name))
-        revision = revision or spec.revision
-        vae_source = vae_source or spec.vae_id
-        pipeline = _load_pipeline(spec, source, revision, vae_source, resolve_dtype(precision))
-        pipeline.to(device)
-        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline),
-                   precision=precision, device=torch.device(device), vae_source=vae_source)
+    load_pipeline = staticmethod(_load_pipeline)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from tlora_bench.concepts.manifest import Concept
 from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.resources import read_bundled_text
 
 PLACEHOLDER = "{0}"
 BUNDLED_SETS = ("live", "object", "base")
@@ -53,7 +53,7 @@ def load_prompt_set(name: str) -> tuple[str, ...]:
         return parse_templates(path.read_text(encoding="utf-8"), str(path))
     if name not in BUNDLED_SETS:
         raise unknown_name_error("prompt set", name, BUNDLED_SETS)
-    text = (resources.files("tlora_bench.prompts") / f"{name}.txt").read_text(encoding="utf-8")
+    text = read_bundled_text("prompts", f"{name}.txt")
     return parse_templates(text, f"{name}.txt")
 
 

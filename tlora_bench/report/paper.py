@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 
 import pandas as pd
+
+from tlora_bench.resources import bundled
 
 PAPER_FILE = "paper_tables.csv"
 PAPER_COLUMNS = ("table", "model", "method", "rank_or_config", "n_images", "dino_is", "is", "ts", "notes")
@@ -30,8 +31,8 @@ class MethodKey:
 
 @functools.cache
 def paper_tables() -> pd.DataFrame:
-    """The bundled copy of the paper's tables, one row per (table, model, method, size, images)."""
-    with resources.files("tlora_bench.report").joinpath(PAPER_FILE).open("r", encoding="utf-8") as handle:
+    """The paper's tables (`results/paper/`), one row per (table, model, method, size, images)."""
+    with (bundled("paper") / PAPER_FILE).open("r", encoding="utf-8") as handle:
         table = pd.read_csv(handle, dtype={"rank_or_config": "string", "notes": "string"})
     return table
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from tlora_bench.config import RunConfig
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_text
+from tlora_bench.fileio import atomic_write_text, differing_keys, read_json
 from tlora_bench.runner.jobs import IMAGES_DIR, JobOutcome
 from tlora_bench.runner.plan import Job, plan_jobs
 
@@ -40,6 +40,8 @@ PROTOCOL = {  # REFERENCE.md decisions every result depends on (sections 1-5)
     "grad_clip": "max grad norm 1.0 (diffusers DreamBooth scripts)",
     "seed_rule": "sum(ord(c) for c in template) + image index + base seed, one CPU generator per image",
     "mask_fill": "black background, no crop", "ts_headline": "prompt with the token and class removed",
+    "gsoft_bias": "the bias is rotated and scaled with the output (authors' code): diag(s) G_out (W G_in x + b)",
+    "svd_middle_start": "middle components start at ceil((k - r) / 2) (authors' code)",
 }
 
 
@@ -67,16 +69,12 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> None:
     path = run_dir / "config.json"
     if not path.is_file():
         return
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TloraBenchError(f"cannot read '{path}' ({e}); pass --force-new to start a new run there") from None
-    ours = config.to_dict()
-    differing = [k for k in sorted(set(saved) | set(ours)) if saved.get(k) != ours.get(k)]
+    saved, ours = read_json(path, "pass --force-new to start a new run there"), config.to_dict()
+    differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
     if not differing:
         return
     if not force_new:
-        key = differing[0]
+        key, saved = differing[0], saved if isinstance(saved, dict) else {}
         raise TloraBenchError(f"'{run_dir}' holds a run with {key}={saved.get(key)!r}, not {ours.get(key)!r}"
                               f"{f' (and {len(differing) - 1} more differences)' if len(differing) > 1 else ''}; "
                               "use another --out, or --force-new to move the old run aside")

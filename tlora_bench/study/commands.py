@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
 from tlora_bench.errors import TloraBenchError
 
 
-class _StudyGroup(click.Group):
-    """Prints TloraBenchError as one `error: ...` line, exit 1, also when the group runs on its own
-    (tests invoke it without tlora_bench.cli.main, which does the same for every command)."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except TloraBenchError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_StudyGroup)
+@click.group(cls=ErrorLineGroup)
 def study() -> None:
     """Blind pairwise user study (paper §4.5): make rater forms, analyze their answers."""
 
@@ -41,10 +29,8 @@ def study() -> None:
               help="Output folder. Default: IMAGES_DIR/../study (a run folder: RUN/study).")
 @click.option("--image-size", type=int, default=512, show_default=True,
               help="Images are re-encoded as JPEG at most this many pixels on the long side.")
-@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False), default=None,
-              help="A user concept manifest (.toml). Default: the bundled DreamBooth manifest.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with one sub-folder per concept. Default: $TLORA_BENCH_DATA, then the download cache.")
+@manifest_option
+@data_dir_option
 def make_command(images_dir: str, pairs: str, n: int, raters: int, seed: int, out: str | None,
                  image_size: int, manifest_path: str | None, data_dir: str | None) -> None:
     """Write one self-contained HTML form per rater and the answer key (key.csv) from IMAGES_DIR.

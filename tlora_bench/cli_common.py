@@ -1,0 +1,29 @@
+"""What every command group shares: one-line errors and the concept-data options."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tlora_bench.errors import TloraBenchError
+
+
+class ErrorLineGroup(click.Group):
+    """A click group that turns TloraBenchError into `error: ...` on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TloraBenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None,
+    help="Folder with one sub-folder per concept. Default: $TLORA_BENCH_DATA, then the checkout's concepts/, "
+         "then the download cache.")
+manifest_option = click.option(
+    "--manifest", "manifest_path", type=click.Path(dir_okay=False), default=None,
+    help="A user concept manifest (.toml). Default: the bundled DreamBooth manifest.")
