@@ -113,3 +113,23 @@ def test_bundled_manifest_pins_the_public_archive():
     commit = dataset["archive_url"].rsplit("/", 1)[1].removesuffix(".zip")
     assert dataset["archive_url"].startswith("https://github.com/google/dreambooth/archive/")
     assert len(commit) == 40 and dataset["archive_root"] == f"dreambooth-{commit}/dataset"
+
+
+def test_cli_download_of_the_bundled_set_warns_that_an_unpinned_archive_is_unverified(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from tlora_bench.cli import main
+    from tlora_bench.concepts import bundled_manifest
+
+    manifest = bundled_manifest()
+    source = manifest.path.parent  # the checkout's concepts/ folder: the same files the public archive holds
+    archive = tmp_path / "dreambooth.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for concept in manifest.concepts.values():
+            for name in concept.images:
+                zf.write(source / concept.id / name, f"{manifest.dataset['archive_root']}/{concept.id}/{name}")
+    result = CliRunner().invoke(main, ["concepts", "download", "--url", archive.as_uri(),
+                                       "--dest", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "could not be verified" in result.output and digest in result.output

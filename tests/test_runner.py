@@ -79,6 +79,11 @@ def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
     assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["sessions"][0]["git_commit"] and "rank_schedule" in provenance["protocol"]
+    evaluated = json.loads((run_dir / "evaluation" / "evaluation.json").read_text())["provenance"]
+    for key in ("git_commit", "git_dirty", "tlora_bench_version", "torch_version", "diffusers_version",
+                "transformers_version", "peft_version", "open_clip_version", "timm_version", "device"):
+        assert key in evaluated, key
+    assert evaluated["git_commit"] == provenance["sessions"][0]["git_commit"]
     assert len(list(run_dir.glob("jobs/*/*/seed-0/train/adapter.safetensors"))) == 6
     per_method = pd.read_csv(run_dir / "evaluation" / "per_method.csv")
     board = pd.read_csv(run_dir / "leaderboard.csv").set_index("method")

@@ -102,7 +102,16 @@ def concepts_download(dest: str | None, url: str | None, sha256: str | None, tim
     """Download the public DreamBooth dataset, verify it and unpack it into the cache."""
     from tlora_bench.concepts import bundled_manifest, download_dataset
 
-    path = download_dataset(bundled_manifest(), dest=dest, url=url, sha256=sha256, timeout=timeout, force=force)
+    manifest = bundled_manifest()
+    path = download_dataset(manifest, dest=dest, url=url, sha256=sha256, timeout=timeout, force=force)
+    if not (sha256 or manifest.dataset.get("archive_sha256")):
+        from tlora_bench.concepts.download import PROVENANCE_FILE
+        from tlora_bench.fileio import read_json
+
+        actual = read_json(path / PROVENANCE_FILE, "run the download again with --force").get("sha256")
+        click.echo(f"warning: the manifest pins no archive sha256, so the archive's content could not be verified "
+                   f"(only that every listed file is present); its sha256 is {actual}: pin it as archive_sha256 "
+                   "in concepts/dreambooth.toml", err=True)
     click.echo(f"ok: dataset ready in {path}")
 
 
