@@ -21,6 +21,7 @@ from tests.metrics_helpers import (
     write_generated,
 )
 from tlora_bench.cli import main
+from tlora_bench.errors import EXIT_INCOMPLETE
 from tlora_bench.metrics import ImageRecord, image_similarity, load_extractor, write_images_index
 
 SCORE_COLUMNS = {"is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept"}
@@ -108,7 +109,7 @@ def test_a_corrupt_image_is_reported_and_the_rest_is_scored(project):
     bad = gen / "lora" / "rex" / "prompt00" / "01.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     result = _evaluate(manifest, gen)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_INCOMPLETE, result.output  # outputs written, and the exit code says so
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and str(bad) in warnings[0]
     assert "scored 13 images" in result.stdout and "1 unreadable files" in result.stdout

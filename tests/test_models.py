@@ -79,3 +79,17 @@ def test_models_list_and_download_of_a_tiny_model():
     assert result.exit_code == 1 and "nothing to download" in result.output
     result = runner.invoke(main, ["models", "download", "--model", "sdxk"])
     assert result.exit_code == 1 and "did you mean 'sdxl'" in result.output
+
+
+def test_without_the_hub_a_missing_model_fails_at_once_naming_the_reason(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    import tlora_bench.models.backend as backend
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # online mode, but no route to the hub
+    monkeypatch.setattr(backend, "hub_unreachable", lambda: "https://huggingface.co cannot be reached: no route")
+    with pytest.raises(TloraBenchError, match=r"'madebyollin/sdxl-vae-fp16-fix'.*not in the local cache, and "
+                                              r"https://huggingface.co cannot be reached.*--vae-path"):
+        load_backend("sdxl", device="cpu")
+    folder = str(tiny_model_folder("tiny-sdxl"))
+    assert not backend.local_files_only(backend_spec("sdxl"), folder, None, "model_index.json")  # a local folder

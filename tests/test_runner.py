@@ -190,3 +190,28 @@ def test_images_of_a_corrupt_png_are_redone_on_rerun(tmp_path):
     shutil.rmtree(tmp_path / "run" / "jobs" / "lora-4" / "rex")  # forget the job: it trains and samples again
     assert run(config, tmp_path / "run", progress=False, echo=quiet).complete
     assert Image.open(png).tobytes() == before
+
+
+def test_files_get_the_users_mode_and_temporaries_of_an_interrupted_write_are_removed(tmp_path):
+    config = reduced_config(tmp_path, methods="lora")
+    run_dir = tmp_path / "run"
+    run(config, run_dir, progress=False, echo=quiet)
+    stale = run_dir / "jobs" / "lora-4" / "rex" / "seed-0" / "train" / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (run_dir / ".summary.json.x1.tmp").write_text("{")
+    assert run(config, run_dir, progress=False, echo=quiet).complete
+    assert not list(run_dir.rglob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "summary.json", "leaderboard.csv"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_an_unwritable_run_folder_and_an_impossible_size_fail_before_any_work(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    config = reduced_config(tmp_path)
+    with pytest.raises(TloraBenchError, match=r"cannot write to .*choose another --out"):
+        run(config, blocked / "run", progress=False, echo=quiet)
+    with pytest.raises(TloraBenchError, match="oft-7 on model 'tiny': oft-7 is impossible"):
+        reduced_config(tmp_path, methods="oft-7")

@@ -55,7 +55,9 @@ def concepts_list(spec: str | None, manifest_path: str | None) -> None:
 def concepts_show(concept_id: str, manifest_path: str | None, data_dir: str | None) -> None:
     """Show one concept, with its files when the data folder is available."""
     from tlora_bench.concepts import resolve_data_root
+    from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
 
+    refuse_data_dir_with_manifest(manifest_path, data_dir)
     manifest = _manifest(manifest_path)
     concept = manifest.get(concept_id)
     for key in ("id", "class_word", "live", "train_image", "images", "source", "license"):
@@ -78,7 +80,9 @@ def concepts_show(concept_id: str, manifest_path: str | None, data_dir: str | No
 def concepts_validate(spec: str | None, manifest_path: str | None, data_dir: str | None) -> None:
     """Check that every listed image exists and decodes, and that masks match their images."""
     from tlora_bench.concepts import check_concepts, resolve_data_root
+    from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
 
+    refuse_data_dir_with_manifest(manifest_path, data_dir)
     manifest = _manifest(manifest_path)
     chosen = manifest.select(spec) if spec else list(manifest.concepts.values())
     root = None if manifest_path else resolve_data_root(data_dir, manifest.name)
@@ -168,7 +172,10 @@ def build_config(preset: str | None, assignments: tuple[str, ...], **flags):
 @run_config_options
 def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> None:
     """Print the resolved run configuration (preset values, then flags) as JSON."""
+    from tlora_bench.runner.run import data_root
+
     config = build_config(preset, assignments, **flags)
+    data_root(config)  # the images a run would read exist
     click.echo(json.dumps(config.to_dict(), indent=2))
 
 
@@ -232,22 +239,21 @@ def adapter() -> None:
 
 
 @adapter.command("info")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())  # a folder: the checked reader says so
 def adapter_info(path: str) -> None:
     """Print an adapter file's method, config, provenance and tensor sizes."""
-    from safetensors.torch import load_file
+    from tlora_bench.adapters.io import read_adapter_config, read_adapter_metadata, read_adapter_tensors
 
-    from tlora_bench.adapters.io import read_adapter_metadata
-
+    read_adapter_config(path)  # the same checks as loading: method, config JSON and every config value
+    tensors = read_adapter_tensors(path)
     metadata = read_adapter_metadata(path)
     for key, value in metadata.items():
         click.echo(f"{key:<20} {value}")
-    tensors = load_file(path)
     click.echo(f"{'tensors':<20} {len(tensors)} ({sum(t.numel() for t in tensors.values()):,} values)")
 
 
 @adapter.command("rank")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())  # a folder: the checked reader says so
 @click.option("--energy", type=float, default=0.95, show_default=True,
               help="Share of the sum of singular values the effective rank must reach.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -285,13 +291,25 @@ def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
               help="A local copy of a model's weights (repeatable): clip-vit-b-32, dino-vits16, dinov2-vits14, "
                    "grounding-dino, sam.")
 @click.option("--tiny-models", is_flag=True, help="Tiny random extractors: smoke runs and tests, meaningless numbers.")
+@click.option("--allow-missing", is_flag=True,
+              help="Exit 0 even if some listed or real images are missing or unreadable (default: exit 3).")
 def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | None, weights: tuple[str, ...],
-                 **options) -> None:
+                 allow_missing: bool, **options) -> None:
     """Score generated images in DIR/<method>/<concept>/images.jsonl: IS, DINO-IS (masked too) and TS."""
     from tlora_bench.concepts import resolve_data_root
-    from tlora_bench.metrics.evaluate import EvalOptions, evaluate_folder, format_done, format_summary, parse_weights
+    from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
+    from tlora_bench.errors import EXIT_INCOMPLETE
+    from tlora_bench.metrics.evaluate import (
+        EvalOptions,
+        evaluate_folder,
+        format_done,
+        format_summary,
+        incomplete_message,
+        parse_weights,
+    )
     from tlora_bench.metrics.layout import find_indexed_folders
 
+    refuse_data_dir_with_manifest(manifest_path, data_dir)
     out_dir = options.pop("out_dir")
     eval_options = EvalOptions(**options, weights=parse_weights(weights))
     eval_options.check()
@@ -302,6 +320,10 @@ def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | Non
                              on_problem=lambda message: click.echo(f"warning: {message}", err=True))
     click.echo(format_summary(result))
     click.echo(format_done(result))
+    incomplete = incomplete_message(result)
+    if incomplete and not allow_missing:  # outputs are written; automation still learns the run is incomplete
+        click.echo(f"incomplete: {incomplete}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
 
 
 # ---- models ---------------------------------------------------------------------------------------------

@@ -10,7 +10,20 @@ from tlora_bench.errors import TloraBenchError
 
 
 class ErrorLineGroup(click.Group):
-    """A click group that turns TloraBenchError into `error: ...` on stderr and exit status 1."""
+    """A click group that turns TloraBenchError into `error: ...` on stderr and exit status 1, and a usage
+    mistake (an unknown option, a missing argument, a path that does not exist) into one such line, exit 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
+            click.echo(f"error: {e.format_message().rstrip('.')}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
 
     def invoke(self, ctx: click.Context):
         try:

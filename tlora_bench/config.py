@@ -6,6 +6,7 @@ Unknown keys and bad values are errors that name the key and say what is allowed
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,11 +125,26 @@ def _check_methods(config: RunConfig) -> None:
     except TloraBenchError as e:
         raise TloraBenchError(f"config key 'model': {e}") from None
     variants = expand_variants(config)  # every label and variant option checked
+    _check_sizes(config, variants)
     names = {"all", *config.methods, *(v.label for v in variants), *(v.method_name for v in variants)}
     for key in config.steps:
         if key not in names:
             raise TloraBenchError(f"config key 'steps' names '{key}', which is no method of this run"
                                   f"{did_you_mean(key, names)} (methods: {', '.join(config.methods)})")
+
+
+def _check_sizes(config: RunConfig, variants: list) -> None:
+    """Each variant's size must be possible on the chosen model (OFT and GSOFT block counts divide every adapted
+    width, ranks fit every layer): checked on the weightless model, so a run never fails on it mid-way."""
+    from tlora_bench.adapters.catalog import size_problem
+    from tlora_bench.train import TrainSpec, resolve_recipe
+
+    for variant in variants:
+        recipe = resolve_recipe(TrainSpec(method=variant.method, concept="-", model=config.model,
+                                          adapter=variant.adapter))
+        problem = size_problem(config.model, recipe.adapter_config)
+        if problem:
+            raise TloraBenchError(f"config key 'methods': {variant.label} on model '{config.model}': {problem}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -140,13 +156,33 @@ _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _TYPES = typing.get_type_hints(RunConfig)
 
 
+def _got(value: Any) -> str:
+    """`value` for an error message: its type and a short repr, on one line."""
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _quote(name: Any) -> str:
+    """A name for an error message: 'name', or its repr when it holds quotes or control characters."""
+    text = str(name)
+    return f"'{text}'" if text.isprintable() and "'" not in text else " ".join(repr(text).split())
+
+
 def _as_int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TloraBenchError(f"config key '{key}' must be an integer, got {value!r}")
+        raise TloraBenchError(f"config key '{key}' must be an integer, got {_got(value)}")
     try:
         return int(value)
     except ValueError:
-        raise TloraBenchError(f"config key '{key}' must be an integer, got {value!r}") from None
+        raise TloraBenchError(f"config key '{key}' must be an integer, got {_got(value)}") from None
+
+
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, (str, Path)):
+        raise TloraBenchError(f"config key '{key}' must be a string, got {_got(value)}")
+    if not str(value).isprintable():  # control characters: never a name or path the user meant
+        raise TloraBenchError(f"config key '{key}' must be a string without control characters, got {_got(value)}")
+    return str(value)
 
 
 def _as_bool(key: str, value: Any) -> bool:
@@ -154,29 +190,36 @@ def _as_bool(key: str, value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.strip().lower() in ("true", "1", "yes")
-    raise TloraBenchError(f"config key '{key}' must be true or false, got {value!r}")
+    raise TloraBenchError(f"config key '{key}' must be true or false, got {_got(value)}")
 
 
 def _as_variants(value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
         raise TloraBenchError("config key 'variants' must be a table of tables, e.g. "
                               "[variants.lora-late] method = \"lora\" timestep_range = [800, 1000]")
-    return {str(k): dict(v) for k, v in value.items()}
+    return {_as_str("variants (a variant name)", k): dict(v) for k, v in value.items()}
 
 
-def _as_list(value: Any) -> list:
+def _as_list(key: str, value: Any, item: type) -> list:
+    """A list value: a list, a comma-separated string, or one bare item (`ranks = 64`); never a table."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if item is int and isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    kind = "integers" if item is int else "strings"
+    raise TloraBenchError(f"config key '{key}' must be a list of {kind} (or a comma-separated string), "
+                          f"got {_got(value)}")
 
 
 def coerce(key: str, value: Any) -> Any:
     """Turn a preset or CLI value into the field's type ("4,8" -> (4, 8); "tlora=800" -> {"tlora": 800})."""
     if key not in _FIELDS:
-        raise TloraBenchError(f"unknown config key '{key}'{did_you_mean(key, _FIELDS)}")
+        raise TloraBenchError(f"unknown config key {_quote(key)}{did_you_mean(str(key), _FIELDS)}")
     kind = _TYPES[key]
     optional = type(None) in typing.get_args(kind)
-    if optional and value in (None, "", "none", "None"):
+    if optional and (value is None or (isinstance(value, str) and value in ("", "none", "None"))):
         return None
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
     origin = typing.get_origin(base)
@@ -187,21 +230,19 @@ def coerce(key: str, value: Any) -> Any:
     if base is bool:
         return _as_bool(key, value)
     if base is str:
-        if not isinstance(value, (str, Path)):
-            raise TloraBenchError(f"config key '{key}' must be a string, got {value!r}")
-        return str(value)
+        return _as_str(key, value)
     if origin is tuple:
         item = typing.get_args(base)[0]
-        return tuple(_as_int(key, v) if item is int else str(v) for v in _as_list(value))
+        return tuple(_as_int(key, v) if item is int else _as_str(key, v) for v in _as_list(key, value, item))
     if origin is Mapping:
         if isinstance(value, str):
-            pairs = [p.split("=", 1) for p in _as_list(value)]
+            pairs = [p.split("=", 1) for p in _as_list(key, value, str)]
             if any(len(p) != 2 for p in pairs):
                 raise TloraBenchError(f"config key '{key}' takes method=steps pairs, e.g. tlora=800,lora=500")
             value = dict(pairs)
         if not isinstance(value, Mapping):
-            raise TloraBenchError(f"config key '{key}' must be a table of method = steps, got {value!r}")
-        return {str(k).strip(): _as_int(f"{key}.{k}", v) for k, v in value.items()}
+            raise TloraBenchError(f"config key '{key}' must be a table of method = steps, got {_got(value)}")
+        return {_as_str(f"{key} (a method name)", k).strip(): _as_int(f"{key}.{k}", v) for k, v in value.items()}
     raise AssertionError(f"no coercion for field {key}: {kind}")  # a new field type needs a branch here
 
 
@@ -210,8 +251,9 @@ def preset_names() -> list[str]:
 
 
 def read_preset(preset: str) -> dict[str, Any]:
-    """A bundled preset by name, or a path to a .toml file."""
-    if preset.endswith(".toml") or "/" in preset:
+    """A bundled preset by name, or a path to a .toml file (anything that looks like a path or exists is read
+    as a file, through the checked TOML reader)."""
+    if preset.endswith(".toml") or "/" in preset or os.sep in preset or Path(preset).exists():
         return read_toml(preset)
     if preset not in preset_names():
         raise unknown_name_error("preset", preset, preset_names())
@@ -222,11 +264,14 @@ def read_preset(preset: str) -> dict[str, Any]:
 def load_config(preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Preset values, then overrides (CLI flags); None-valued overrides mean "not given"."""
     values: dict[str, Any] = {}
-    for source in (read_preset(preset) if preset else {}), (overrides or {}):
+    for source, where in ((read_preset(preset) if preset else {}), f" (in preset '{preset}')"), (overrides or {}, ""):
         for key, value in source.items():
             if value is None:
                 continue
-            value = coerce(key, value)
+            try:
+                value = coerce(key, value)
+            except TloraBenchError as e:  # a preset's bad value names the preset file too
+                raise TloraBenchError(f"{e}{where}") from None
             # Tables merge ("--steps tlora=5" keeps the preset's other entries); everything else replaces.
             values[key] = {**values[key], **value} if isinstance(value, dict) and key in values else value
     return RunConfig(**values)

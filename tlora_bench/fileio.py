@@ -20,15 +20,33 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a user error that names the file."""
+    """Parse a TOML file; a missing, unreadable, binary or malformed file is one line that names the file."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TloraBenchError(f"file not found: '{path}'") from None
+    except IsADirectoryError:
+        raise TloraBenchError(f"'{path}' is a folder; expected a TOML file") from None
+    except PermissionError:
+        raise TloraBenchError(f"cannot read '{path}': permission denied") from None
+    except OSError as e:
+        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TloraBenchError(f"'{path}' is not a UTF-8 text file (byte {e.start}: {e.reason}); "
+                              "expected a TOML file") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise TloraBenchError(f"'{path}' is not valid TOML: {e}") from None
+        raise TloraBenchError(f"'{path}' is not valid TOML: {_one_line(e)}") from None
+    except (ValueError, RecursionError) as e:  # e.g. nesting too deep for the parser
+        raise TloraBenchError(f"'{path}' is not valid TOML ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -77,10 +95,43 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e}); {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {_one_line(e)}); {fix}") from None
 
 
 def differing_keys(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
     """The keys whose values differ between two settings dicts, sorted (a key missing on one side differs)."""
     return [key for key in sorted(set(saved) | set(ours)) if saved.get(key) != ours.get(key)]
+
+
+def check_writable(folder: str | os.PathLike, flag: str = "--out") -> None:
+    """That `folder` could be created and written, without creating it (nothing is left behind on an error)."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TloraBenchError(f"cannot write to '{folder}' ('{existing}' is not a writable folder); choose another "
+                              f"{flag}")
+
+
+def ensure_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create `folder` if needed and prove a file can be written there, before any work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise TloraBenchError(f"cannot write to '{folder}' ({e.strerror or type(e).__name__}); choose another "
+                              f"{flag}") from None
+    return folder
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that interrupted atomic writes left under `folder` (`.<name>.<random>.tmp`);
+    call it when a run (re)starts there, never while another writer works in the folder."""
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes
+from tlora_bench.fileio import atomic_write_bytes, ensure_writable
 from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
 from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
 
@@ -153,8 +153,7 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     info = read_adapter_info(adapter_path)
     label = label or info.label
     concept, items = plan_items(info, options)
-    folder = Path(images_root) / label / concept.id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_writable(Path(images_root) / label / concept.id)
     model_name = info.spec.model
     info = AdapterInfo(**{**info.__dict__, "label": label})
     done = {image_name(items, item) for item in items

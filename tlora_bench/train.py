@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, differing_keys, read_json
+from tlora_bench.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    differing_keys,
+    ensure_writable,
+    read_json,
+    remove_stale_temporaries,
+)
 from tlora_bench.prompts import DEFAULT_TOKEN
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -172,8 +180,7 @@ def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
     """A folder trains one spec: resuming with another is refused, naming the first difference."""
     path = out_dir / SPEC_FILE
     if not path.is_file():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(spec.to_dict(), indent=2) + "\n")
+        check_writable(out_dir)
         return
     saved, ours = read_json(path, "delete the folder to start again"), spec.to_dict()
     differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
@@ -181,6 +188,14 @@ def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
         key, saved = differing[0], saved if isinstance(saved, dict) else {}
         raise TloraBenchError(f"'{out_dir}' holds a training run with {key}={saved.get(key)!r}, not "
                               f"{ours.get(key)!r}; use another --out folder or delete this one")
+
+
+def write_spec_file(out_dir: Path, spec: TrainSpec) -> None:
+    """Claim the folder for `spec` (once the model has loaded: a failed start leaves nothing behind)."""
+    if not (out_dir / SPEC_FILE).is_file():
+        ensure_writable(out_dir)
+        atomic_write_text(out_dir / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+    remove_stale_temporaries(out_dir)  # left by checkpoint writes that a crash interrupted
 
 
 def training_images(spec: TrainSpec) -> tuple[Any, list[Path]]:
@@ -263,6 +278,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
         backend = load_backend(spec.model, source=spec.model_path, revision=spec.revision,
                                vae_source=spec.vae_path, precision=spec.precision, device=device)
     recipe = resolve_recipe(spec, backend.num_train_timesteps)
+    write_spec_file(out_dir, spec)
     model = backend.denoiser
     attach_adapters(model, recipe.adapter_config, dtype=torch.float32)  # adapter in fp32 in every precision
     try:

@@ -7,29 +7,20 @@ storage, so the count needs neither the checkpoint nor its 10 GiB.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass
 
 from torch import nn
 
+from tlora_bench.adapters.layer import AdapterConfig
 from tlora_bench.adapters.model import attach_adapters, count_trainable, detach_adapters
 from tlora_bench.adapters.registry import METHODS, MethodSpec, make_config
 from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.models import denoiser_skeleton
+
+MODELS = ("sdxl", "tiny")  # `tlora-bench methods --model`
 
 
-def _sdxl() -> nn.Module:
-    from tlora_bench.models.sdxl import sdxl_unet_on_meta
-
-    return sdxl_unet_on_meta()
-
-
-def _tiny() -> nn.Module:
-    from tlora_bench.models.tiny import tiny_unet
-
-    return tiny_unet()
-
-
-MODELS: dict[str, Callable[[], nn.Module]] = {"sdxl": _sdxl, "tiny": _tiny}
 _SIZE_MEANINGS = {"r": "rank r"}  # for size fields without a "help" in their dataclass metadata
 
 
@@ -75,7 +66,7 @@ def method_rows(model: str = "sdxl", rank: int = 64) -> list[MethodRow]:
         raise unknown_name_error("model", model, MODELS)
     if rank < 1:
         raise TloraBenchError(f"rank must be a positive integer, got {rank}")
-    base = MODELS[model]()
+    base = denoiser_skeleton(model)
     rows = []
     for name in METHODS.names():
         spec, label = METHODS.get(name), method_label(name, rank)
@@ -90,3 +81,21 @@ def method_rows(model: str = "sdxl", rank: int = 64) -> list[MethodRow]:
         rows.append(MethodRow(name, label, spec.summary, spec.steps, spec.lr, spec.weight_decay, spec.mergeable,
                               size_meaning(spec), trainable, note))
     return rows
+
+
+@functools.cache
+def _skeleton(model: str) -> nn.Module:
+    return denoiser_skeleton(model)
+
+
+@functools.cache
+def size_problem(model: str, config: AdapterConfig) -> str | None:
+    """Why an adapter `config` cannot be built on `model`'s denoiser (e.g. an OFT block count that does not
+    divide a width), or None. Checked on the weightless skeleton, before any model loads."""
+    skeleton = _skeleton(model)
+    try:
+        attach_adapters(skeleton, config, init=False)
+    except TloraBenchError as e:
+        return str(e)
+    detach_adapters(skeleton)
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +46,106 @@ def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
 
 
 def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a tlora-bench adapter file; anything else is one line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise TloraBenchError(f"'{path}' is a folder; expected an adapter file (.safetensors)")
     if not path.is_file():
         raise TloraBenchError(f"adapter file not found: '{path}'")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise TloraBenchError(f"'{path}' is not a readable safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise TloraBenchError(f"'{path}' is not a readable safetensors file ({_one_line(e)})") from None
     if metadata.get("format") != FORMAT:
         raise TloraBenchError(f"'{path}' is not a tlora-bench adapter file (no '{FORMAT}' metadata); "
                               "diffusers LoRA files load with pipeline.load_lora_weights instead")
+    for key in ("method", "config"):
+        if key not in metadata:
+            raise TloraBenchError(f"adapter file '{path}' has no '{key}' in its metadata; it is damaged or was not "
+                                  "written by tlora-bench (save_adapter writes format, method and config)")
     return metadata
 
 
 def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
+    """The method config of an adapter file, every value checked against the method's config fields."""
     metadata = read_adapter_metadata(path)
-    spec = METHODS.get(metadata["method"])
-    return spec.config_cls.from_dict(json.loads(metadata["config"]))
+    where = f"adapter file '{path}'"
+    method = metadata["method"]
+    if not method.isprintable():
+        raise TloraBenchError(f"{where}: metadata 'method' {_short(method)} is no method name "
+                              f"(known: {', '.join(sorted(METHODS.names()))})")
+    try:
+        spec = METHODS.get(method)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"{where}: metadata 'method': {e}") from None
+    try:
+        data = json.loads(metadata["config"])
+    except (ValueError, RecursionError) as e:
+        raise TloraBenchError(f"{where}: metadata 'config' is not valid JSON ({_one_line(e)})") from None
+    if not isinstance(data, dict):
+        raise TloraBenchError(f"{where}: metadata 'config' must be a JSON object of {spec.config_cls.__name__} "
+                              f"fields, got {type(data).__name__}")
+    if data.get("method", method) != method:
+        raise TloraBenchError(f"{where}: config method {data.get('method')!r} differs from metadata method "
+                              f"{method!r}")
+    data = {**data, "method": method}
+    hints = typing.get_type_hints(spec.config_cls)
+    for key, value in data.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise TloraBenchError(f"{where}: config key '{key}' must be {_describe(hints[key])}, "
+                                  f"got {type(value).__name__} {_short(value)}")
+    try:
+        return spec.config_cls.from_dict(data)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"{where}: {e}") from None
+    except (TypeError, ValueError, ArithmeticError) as e:  # e.g. a required field missing
+        raise TloraBenchError(f"{where}: config does not fit {spec.config_cls.__name__} ({_one_line(e)})") from None
+
+
+def read_adapter_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of an adapter file (after checking its metadata); a damaged file is one line."""
+    read_adapter_metadata(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise TloraBenchError(f"adapter file '{path}': cannot read its tensors ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (int, float, bool, str, tuple[str, ...], X | None)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return value is None or any(_fits(value, a) for a in args if a is not type(None))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    return True  # a type this check does not know: the config class checks it
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return " or ".join([_describe(a) for a in args if a is not type(None)] + ["null"])
+    if typing.get_origin(hint) is tuple:
+        return "a list of " + {int: "integers", str: "strings"}.get(args[0], str(args[0]))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def _split_key(key: str, layer_names: set[str]) -> tuple[str, str] | None:
@@ -79,7 +162,7 @@ def load_adapter(model: torch.nn.Module, path: str | os.PathLike) -> AdapterConf
     On any mismatch the model is left as it was (no adapter attached).
     """
     config = read_adapter_config(path)
-    tensors = load_file(str(path))
+    tensors = read_adapter_tensors(path)
     names = set(attach_adapters(model, config, init=False))
     try:
         by_layer: dict[str, dict[str, torch.Tensor]] = {name: {} for name in names}

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from tlora_bench.adapters.io import read_adapter_config
+from tlora_bench.adapters.io import read_adapter_config, read_adapter_tensors
 from tlora_bench.errors import TloraBenchError
 
 LOW_RANK_METHODS = ("lora", "vanilla-tlora", "ortho-lora", "tlora")
@@ -45,13 +44,27 @@ def adapter_ranks(path: str | os.PathLike, energy: float = 0.95) -> list[LayerRa
     if config.method not in LOW_RANK_METHODS:
         raise TloraBenchError(f"effective rank applies to low-rank methods ({', '.join(LOW_RANK_METHODS)}), "
                               f"not '{config.method}'")
-    tensors = load_file(str(path))
+    tensors = read_adapter_tensors(path)
     rows = []
     for key in sorted(k for k in tensors if k.endswith(".B")):
-        values = torch.linalg.svdvals(tensors[key].double())
-        rows.append(LayerRank(layer=key[:-2], rank=tensors[key].shape[1],
+        matrix = tensors[key]
+        if matrix.dim() != 2 or 0 in matrix.shape or not matrix.is_floating_point():
+            raise TloraBenchError(f"adapter file '{path}': tensor '{key}' must be a non-empty 2-D float matrix, "
+                                  f"got {matrix.dtype} of shape {tuple(matrix.shape)}")
+        if not bool(torch.isfinite(matrix).all()):
+            raise TloraBenchError(f"adapter file '{path}': tensor '{key}' holds NaN or infinite values; "
+                                  "its training diverged, so it has no effective rank")
+        try:
+            values = torch.linalg.svdvals(matrix.double())
+        except RuntimeError as e:  # LinAlgError: the SVD did not converge
+            raise TloraBenchError(f"adapter file '{path}': SVD of tensor '{key}' failed "
+                                  f"({' '.join(str(e).split())})") from None
+        rows.append(LayerRank(layer=key[:-2], rank=matrix.shape[1],
                               effective_rank=effective_rank(values, energy),
                               singular_values=tuple(values.tolist())))
+    if not rows:
+        raise TloraBenchError(f"adapter file '{path}' has no B matrices (no tensor named '<layer>.B'); "
+                              "it is damaged or holds no adapted layer")
     return rows
 
 

@@ -7,18 +7,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from tlora_bench.concepts.manifest import check_inside
 from tlora_bench.errors import TloraBenchError
 
 # Transparent pixels are composited onto white: a cut-out product photo reads as a studio shot.
 TRANSPARENT_FILL = (255, 255, 255)
 
 
-def _open(path: str | Path) -> Image.Image:
-    path = Path(path)
+def _open(path: str | Path, folder: str | Path | None = None) -> Image.Image:
+    path = check_inside(path, folder)
     if not path.is_file():
         raise TloraBenchError(f"image file not found: '{path}'; check the concept folder (--data-dir)")
     try:
         image = Image.open(path)
+        if getattr(image, "n_frames", 1) > 1:  # animated GIF, WebP, multi-page TIFF: the first frame
+            image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise TloraBenchError(f"cannot read image '{path}' ({e}); replace the file or remove it "
@@ -49,9 +52,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Load an image file as an upright RGB image; an unreadable file is a one-line error naming it."""
-    return to_rgb(_open(path))
+def load_image(path: str | Path, folder: str | Path | None = None) -> Image.Image:
+    """Load an image file (its first frame) as an upright RGB image; an unreadable file, or one that resolves
+    outside `folder` (default: its own folder), is a one-line error naming it."""
+    return to_rgb(_open(path, folder))
 
 
 def center_crop(image: Image.Image) -> Image.Image:
@@ -69,14 +73,15 @@ def resize(image: Image.Image, size: int) -> Image.Image:
     return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def load_training_image(path: str | Path, size: int) -> Image.Image:
+def load_training_image(path: str | Path, size: int, folder: str | Path | None = None) -> Image.Image:
     """The training recipe's preprocessing: load, center crop to square, LANCZOS resize, no flips."""
-    return resize(center_crop(load_image(path)), size)
+    return resize(center_crop(load_image(path, folder)), size)
 
 
-def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(path: str | Path, size: tuple[int, int] | None = None,
+              folder: str | Path | None = None) -> np.ndarray:
     """A foreground mask file (white = object) as a boolean (H, W) array, optionally resized (nearest)."""
-    image = ImageOps.exif_transpose(_open(path))
+    image = ImageOps.exif_transpose(_open(path, folder))
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = _high_bit_depth_to_8bit(image)
     image = image.convert("L")

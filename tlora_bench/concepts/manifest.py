@@ -19,7 +19,7 @@ from tlora_bench.fileio import read_toml
 
 # Letters, digits, '_', '-', '.', starting with a letter or digit: no '/', no '..', nothing absolute.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 MASK_SUFFIX = "_mask.png"
 
 _DATASET_KEYS = {"name", "description", "homepage", "license", "archive_url", "archive_root",
@@ -50,16 +50,39 @@ class Concept:
         return Path(data_root) / folder
 
     def image_paths(self, data_root: Path | None) -> list[Path]:
-        return [self.dir(data_root) / name for name in self.images]
+        folder = self.dir(data_root)
+        return [contained(folder, name) for name in self.images]
 
     def train_image_path(self, data_root: Path | None) -> Path:
-        return self.dir(data_root) / self.train_image
+        return contained(self.dir(data_root), self.train_image)
 
     def mask_path(self, data_root: Path | None, image: str | None = None) -> Path | None:
         """The ground-truth mask of an image (default: the training image), or None when absent."""
         stem = Path(image or self.train_image).stem
-        path = self.dir(data_root) / f"{stem}{MASK_SUFFIX}"
+        path = contained(self.dir(data_root), f"{stem}{MASK_SUFFIX}")
         return path if path.is_file() else None
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path`, symlinks resolved, is `folder` (resolved) or lies under it."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def check_inside(path: str | Path, folder: str | Path | None = None) -> Path:
+    """The path, refused in one line when it resolves (through a symlink) outside `folder` (default: the folder
+    it is named in): images are read only from inside their own folder."""
+    path = Path(path)
+    folder = path.parent if folder is None else Path(folder)
+    if not is_inside(path, folder):
+        raise TloraBenchError(f"image '{path}' resolves to '{path.resolve()}', outside its folder '{folder}'; "
+                              "copy the file into the folder instead of linking to it")
+    return path
+
+
+def contained(folder: str | Path, name: str | Path) -> Path:
+    """folder / name, refused (one line naming both) when it resolves outside the folder, e.g. through a symlink:
+    images are read only from inside their own folder."""
+    return check_inside(Path(folder) / name, folder)
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,23 @@ def _safe_name(path: Path, where: str, what: str, value: Any) -> str:
     return value
 
 
+def default_name(path: Path) -> str:
+    """A manifest's name when [dataset] name is not set: its file stem, unsafe characters made '-'
+    ("my concepts.toml" -> "my-concepts")."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "-", path.stem).lstrip("_.-")[:128]
+    return name or "concepts"
+
+
+DATA_DIR_WITH_MANIFEST = ("--data-dir does not apply to a user manifest; its folders are relative to the manifest "
+                          "(set [dataset] root)")
+
+
+def refuse_data_dir_with_manifest(manifest_path: str | None, data_dir: str | None) -> None:
+    """A user manifest locates its own folders: an explicit --data-dir beside it is an error, not ignored."""
+    if manifest_path and data_dir:
+        raise TloraBenchError(DATA_DIR_WITH_MANIFEST)
+
+
 def _list_images(folder: Path) -> tuple[str, ...]:
     if not folder.is_dir():
         return ()
@@ -130,9 +170,17 @@ def _parse_concept(path: Path, raw: Any, base_dir: Path | None) -> Concept:
     live = raw.get("live", False)
     if not isinstance(live, bool):
         raise _fail(path, where, f"'live' must be true or false, got {live!r}")
-    folder = str(raw.get("folder", cid))
+    folder = raw.get("folder", cid)
+    if not isinstance(folder, str) or not folder:
+        raise _fail(path, where, f"'folder' must be a folder path (text), got {folder!r}")
     if base_dir is not None:  # user manifests: folders are relative to the manifest (or its root)
-        folder = str((base_dir / folder).resolve())
+        resolved = (base_dir / folder).resolve()
+        if not resolved.is_relative_to(base_dir):
+            raise _fail(path, where, f"folder '{folder}' resolves to '{resolved}', outside '{base_dir}'; "
+                                     "move it there, or set [dataset] root = \"...\" to a folder that holds it")
+        folder = str(resolved)
+    elif Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise _fail(path, where, f"folder '{folder}' must be a relative path inside the data folder")
     images = raw.get("images")
     if images is None and base_dir is not None:
         images = _list_images(Path(folder))
@@ -180,7 +228,10 @@ def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
     _check_keys(path, "", raw, {"dataset", "sets", "concepts"})
     dataset = raw.get("dataset", {})
     _check_keys(path, "[dataset]: ", dataset, _DATASET_KEYS)
-    base_dir = (path.parent / dataset.get("root", ".")).resolve() if user else None
+    root = dataset.get("root", ".")
+    if not isinstance(root, str) or not root:
+        raise _fail(path, "[dataset]: ", f"'root' must be a folder path (text), got {root!r}")
+    base_dir = (path.parent / root).resolve() if user else None
     entries = raw.get("concepts")
     if not isinstance(entries, list) or not entries:
         raise _fail(path, "", "no concepts: add at least one [[concepts]] entry with id, class_word, images")
@@ -194,7 +245,7 @@ def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
     overlap = set(sets) & set(concepts)
     if overlap:
         raise _fail(path, "", f"set name '{sorted(overlap)[0]}' is also a concept id; rename one of them")
-    name = _safe_name(path, "[dataset]: ", "name", dataset.get("name", path.stem))
+    name = _safe_name(path, "[dataset]: ", "name", dataset.get("name", default_name(path)))
     if not sets:  # a user manifest without [sets]: one set, named after the manifest, of every concept
         sets[name] = tuple(concepts)
     default_set = dataset.get("default_set", name)

@@ -92,6 +92,18 @@ class EvalResult:
     provenance: dict[str, Any]
     cache_hits: int = 0
     cache_misses: int = 0
+    n_listed: int = 0  # generated images the images.jsonl files list; those not in `scores` were not scored
+    n_real_listed: int = 0  # real images the scored concepts list (per --real-set)
+    n_real_unreadable: int = 0
+
+    @property
+    def n_unscored(self) -> int:
+        return self.n_listed - len(self.scores)
+
+    @property
+    def complete(self) -> bool:
+        """Every listed generated image and every real image was read and scored."""
+        return self.n_unscored == 0 and self.n_real_unreadable == 0
 
 
 @dataclass
@@ -101,6 +113,7 @@ class _RealSet:
     features: dict[str, np.ndarray]  # "is", "is_masked", "dino_is", "dino_is_masked" -> (n_real, d)
     n_real: int
     mask_fallbacks: int
+    n_listed: int = 0  # real images asked for; n_listed - n_real could not be read
 
 
 class _Scorer:
@@ -139,13 +152,17 @@ class _Scorer:
         return out, fallback
 
     def real_set(self, concept: Concept, data_root: Path | None) -> _RealSet:
-        names = [concept.train_image] if self.options.real_set == "train" else list(concept.images)
-        refs = [ImageRef(concept.dir(data_root) / name, concept.class_word,
-                         self._mask_file(concept.mask_path(data_root, name)))
-                for name in names]
+        # Real images are read only from inside the concept folder: a symlink out of it is a one-line error.
+        paths = [concept.train_image_path(data_root)] if self.options.real_set == "train" \
+            else concept.image_paths(data_root)
+        folder = concept.dir(data_root)
+        refs = [ImageRef(path, concept.class_word, self._mask_file(concept.mask_path(data_root, path.name)),
+                         folder=folder)
+                for path in paths]
         features, fallback = self._embed_all(refs)
         ok = ~np.isnan(features["is"]).any(axis=1)
-        return _RealSet({k: v[ok] for k, v in features.items()}, int(ok.sum()), int(fallback[ok].sum()))
+        return _RealSet({k: v[ok] for k, v in features.items()}, int(ok.sum()), int(fallback[ok].sum()),
+                        len(refs))
 
     def text_features(self, texts: list[str]) -> dict[str, np.ndarray]:
         missing = sorted({t for t in texts if t not in self._texts})
@@ -158,7 +175,7 @@ class _Scorer:
         """One row per readable generated image of one DIR/<method>/<concept> folder."""
         records = indexed.records
         refs = [ImageRef(indexed.folder / r.file, concept.class_word,
-                         self._mask_file(sibling_mask_file(indexed.folder / r.file)))
+                         self._mask_file(sibling_mask_file(indexed.folder / r.file)), folder=indexed.folder)
                 for r in records]
         clip_all = self.bank.features(self.clip, refs, masked=False)[0]
         base = base_template()
@@ -219,8 +236,10 @@ def _write_outputs(result: EvalResult, images_dir: Path) -> None:
     for name, table in (("scores", result.scores), ("per_prompt", result.per_prompt),
                         ("per_concept", result.per_concept), ("per_method", result.per_method)):
         atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
-    summary = {"images_dir": str(images_dir), "n_scored": len(result.scores), "problems": result.problems,
-               "unreadable_files": result.unreadable_files,
+    summary = {"images_dir": str(images_dir), "n_scored": len(result.scores), "complete": result.complete,
+               "n_listed": result.n_listed, "n_unscored": result.n_unscored,
+               "n_real_listed": result.n_real_listed, "n_real_unreadable": result.n_real_unreadable,
+               "problems": result.problems, "unreadable_files": result.unreadable_files,
                "provenance": result.provenance, "files": list(OUTPUT_FILES)}
     atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")  # last: the done marker
 
@@ -254,9 +273,11 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
 
     scorer = _Scorer(options, out_dir, report)
     rows: list[dict] = []
+    n_real_listed = n_real_read = 0
     for concept_id in sorted(concepts):
         concept = concepts[concept_id]
         real = scorer.real_set(concept, data_root)
+        n_real_listed, n_real_read = n_real_listed + real.n_listed, n_real_read + real.n_real
         if real.n_real == 0:
             report(f"concept '{concept_id}': no readable real image, so IS and DINO-IS are empty for it")
         for indexed in (f for f in folders if f.concept_id == concept_id):
@@ -274,7 +295,8 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     tables = [_with_provenance(t, provenance) for t in (scores, prompts, concepts_table, methods)]
     unreadable = [str(path) for path in scorer.bank.problems]
     result = EvalResult(out_dir, *tables, problems, unreadable, provenance, scorer.bank.cache.hits,
-                        scorer.bank.cache.misses)
+                        scorer.bank.cache.misses, n_listed=sum(len(f.records) for f in folders),
+                        n_real_listed=n_real_listed, n_real_unreadable=n_real_listed - n_real_read)
     _write_outputs(result, images_dir)
     return result
 
@@ -298,6 +320,18 @@ def format_done(result: EvalResult) -> str:
             f"{result.scores['concept'].nunique()} concepts{note}\n"
             f"image features: {result.cache_misses} computed, {result.cache_hits} from the cache\n"
             f"wrote {', '.join(OUTPUT_FILES)} to {result.out_dir}")
+
+
+def incomplete_message(result: EvalResult) -> str | None:
+    """One line for an evaluation that left images out (exit status EXIT_INCOMPLETE), or None when complete."""
+    if result.complete:
+        return None
+    parts = []
+    if result.n_unscored:
+        parts.append(f"{result.n_unscored} of {result.n_listed} listed images are missing or unreadable")
+    if result.n_real_unreadable:
+        parts.append(f"{result.n_real_unreadable} of {result.n_real_listed} real images are missing or unreadable")
+    return f"{' and '.join(parts)}; scored the rest; see {result.out_dir / 'evaluation.json'}"
 
 
 def _format_cell(row: pd.Series) -> str:

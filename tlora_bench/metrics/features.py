@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from tlora_bench.concepts.images import load_mask, to_rgb
+from tlora_bench.concepts.manifest import check_inside
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import sha256_file
 from tlora_bench.metrics.cache import CachedFeature, FeatureCache, feature_key
@@ -21,6 +22,8 @@ def _read_image(path: Path) -> Image.Image | str:
     """The image as RGB, or the reason it cannot be read (a generated file may be truncated or missing)."""
     try:
         with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:  # animated GIF or WebP: the first frame
+                image.seek(0)
             image.load()
             return to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -34,6 +37,7 @@ class ImageRef:
     path: Path
     class_word: str
     mask_file: Path | None = None  # a provided ground-truth mask (white = object); beats any segmenter
+    folder: Path | None = None  # the folder it must lie in, symlinks resolved (default: the one it is named in)
 
 
 class FeatureBank:
@@ -61,6 +65,15 @@ class FeatureBank:
             self.problems[path] = message
             self.on_problem(message)
 
+    def inside(self, ref: ImageRef) -> bool:
+        """Whether the image lies inside its folder, symlinks resolved; if not, it is refused (one problem line)."""
+        try:
+            check_inside(ref.path, ref.folder)
+        except TloraBenchError as e:
+            self._problem(ref.path, f"{e}; it was not scored")
+            return False
+        return True
+
     def file_sha256(self, path: Path) -> str | None:
         if path not in self._sha:
             try:
@@ -74,8 +87,8 @@ class FeatureBank:
         """What decides the image's mask: the provided file's content, or the segmenter and the class word."""
         if ref.mask_file is not None:
             try:
-                return f"provided:{sha256_file(ref.mask_file)}"
-            except OSError:
+                return f"provided:{sha256_file(check_inside(ref.mask_file, ref.folder))}"
+            except (OSError, TloraBenchError):
                 return f"provided:unreadable:{ref.mask_file}"  # loading it fails and is reported below
         return f"{self.segmenter.identity}|class={ref.class_word}"
 
@@ -83,7 +96,7 @@ class FeatureBank:
         key = (sha, mask_id)
         if key not in self._masks:
             if ref.mask_file is not None:
-                self._masks[key] = load_mask(ref.mask_file, image.size)
+                self._masks[key] = load_mask(ref.mask_file, image.size, folder=ref.folder)
             else:
                 self._masks[key] = np.asarray(self.segmenter.segment(image, ref.class_word), dtype=bool)
         return self._masks[key]
@@ -111,7 +124,7 @@ class FeatureBank:
         fallback = np.zeros(len(refs), dtype=bool)
         todo: list[tuple[int, str, str, str]] = []  # (row, cache key, mask identity, file sha256)
         for i, ref in enumerate(refs):
-            sha = self.file_sha256(ref.path)
+            sha = self.file_sha256(ref.path) if self.inside(ref) else None
             if sha is None:
                 continue
             mask_id = self.mask_identity(ref) if masked else "unmasked"

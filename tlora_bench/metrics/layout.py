@@ -59,7 +59,8 @@ def _check_record(raw: Any, where: str) -> ImageRecord:
         raise TloraBenchError(f"{where}: each line must be a JSON object with file, template, image_index")
     for key in raw:
         if key not in _REQUIRED and key not in _OPTIONAL:
-            raise TloraBenchError(f"{where}: unknown key '{key}'{did_you_mean(key, (*_REQUIRED, *_OPTIONAL))}")
+            raise TloraBenchError(f"{where}: unknown key {key!r}{did_you_mean(key, (*_REQUIRED, *_OPTIONAL))} "
+                                  f"(allowed: {', '.join((*_REQUIRED, *_OPTIONAL))})")
     missing = [key for key in _REQUIRED if key not in raw]
     if missing:
         raise TloraBenchError(f"{where}: missing required key '{missing[0]}' (required: {', '.join(_REQUIRED)})")
@@ -89,7 +90,7 @@ def _check_unique(records: list[ImageRecord], where: str) -> None:
     for record in records:
         slot = (record.method, record.rank, record.template, record.image_index)
         if record.file in files:
-            raise TloraBenchError(f"{where}: file '{record.file}' is listed twice")
+            raise TloraBenchError(f"{where}: file {record.file!r} is listed twice")
         if slot in slots:
             raise TloraBenchError(f"{where}: two images share template {record.template!r} and image_index "
                                   f"{record.image_index}; each (template, image_index) must be unique")
@@ -119,17 +120,30 @@ def read_images_index(path: str | Path) -> list[ImageRecord]:
     """Parse and validate an images.jsonl file; any problem is a one-line error naming the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise TloraBenchError(f"cannot read '{path}' ({e})") from None
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TloraBenchError(f"file not found: '{path}'") from None
+    except IsADirectoryError:
+        raise TloraBenchError(f"'{path}' is a folder; expected a JSON-lines file, one JSON object per image") from None
+    except OSError as e:
+        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise TloraBenchError(f"{path} line {line}: not UTF-8 text (byte {e.start}: {e.reason}); expected a "
+                              "JSON-lines file, one JSON object per image") from None
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
         if not line.strip():
             continue
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as e:
             raise TloraBenchError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer too long, nesting too deep
+            raise TloraBenchError(f"{path} line {number}: not valid JSON ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())})") from None
         records.append(_check_record(raw, f"{path} line {number}"))
     if not records:
         raise TloraBenchError(f"'{path}' lists no images; write one JSON line per image (docs/evaluation.md)")

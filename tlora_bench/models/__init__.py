@@ -66,3 +66,29 @@ def load_backend(name: str, *, source: str | None = None, revision: str | None =
 
 __all__ = ["BACKENDS", "BackendSpec", "DiffusionBackend", "TrainingExample", "backend_names", "backend_spec",
            "load_backend", "model_load_error", "register_backend"]
+
+
+# FLUX.1-dev, transformer/config.json: the keys that set shapes (for checks on the meta device, no weights).
+FLUX_TRANSFORMER_CONFIG = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                               attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                               pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+
+
+def denoiser_skeleton(name: str):
+    """The backend's denoiser with the real module tree and shapes, built without weights in a fraction of a
+    second (the meta device for SD-XL and FLUX): for counting parameters and checking adapter sizes."""
+    import torch
+
+    spec = backend_spec(name)
+    if spec.name == "sdxl":
+        from tlora_bench.models.sdxl import sdxl_unet_on_meta
+
+        return sdxl_unet_on_meta()
+    if spec.name == "flux":
+        from diffusers import FluxTransformer2DModel
+
+        with torch.device("meta"):
+            return FluxTransformer2DModel(**FLUX_TRANSFORMER_CONFIG).eval()
+    from tlora_bench.models.tiny import tiny_flux_transformer, tiny_unet
+
+    return tiny_unet() if spec.name == "tiny-sdxl" else tiny_flux_transformer()

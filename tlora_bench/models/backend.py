@@ -10,12 +10,15 @@ The trainer and the sampler see only this interface, so a new model plugs in wit
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import re
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -235,3 +238,32 @@ def quiet_loading() -> Iterator[None]:
             lib.set_verbosity(verbosity)
             if bars:
                 lib.enable_progress_bar()
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (checked once, in seconds), or None when it can."""
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as e:
+        return f"{constants.ENDPOINT} cannot be reached: {e.strerror or type(e).__name__}"
+    return None
+
+
+def local_files_only(spec: BackendSpec, source: str, revision: str | None, index_file: str,
+                     flag: str = "--model-path") -> bool:
+    """Whether to load `source` from the local cache only. Without the hub, a cached model loads at once and a
+    missing one fails in seconds with the way out, instead of after a minute of the hub client's retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(source).expanduser().is_dir() or constants.HF_HUB_OFFLINE:
+        return False  # a local folder; or the client is offline already and fails at once by itself
+    reason = hub_unreachable()
+    if reason is None:
+        return False
+    if isinstance(try_to_load_from_cache(source, index_file, revision=revision), str):
+        return True
+    raise model_load_error(spec, source, revision, ConnectionError(f"not in the local cache, and {reason}"), flag)

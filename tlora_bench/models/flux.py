@@ -22,6 +22,7 @@ from tlora_bench.models.backend import (
     TrainingExample,
     cpu_generators,
     image_to_tensor,
+    local_files_only,
     model_load_error,
     prepare_training_image,
     quiet_loading,
@@ -42,11 +43,14 @@ def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_sou
     with quiet_loading():
         try:
             if vae_source:
-                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype)
+                local = local_files_only(spec, vae_source, None, "config.json", flag="--vae-path")
+                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype, local_files_only=local)
         except (OSError, ValueError) as e:  # not cached offline, wrong id, not a diffusers folder
             raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
         try:
-            pipeline = FluxPipeline.from_pretrained(source, revision=revision, dtype=dtype, **extra)
+            local = local_files_only(spec, source, revision, "model_index.json")
+            pipeline = FluxPipeline.from_pretrained(source, revision=revision, dtype=dtype, local_files_only=local,
+                                                    **extra)
         except (OSError, ValueError) as e:  # the same, or gated without a token (FLUX.1-dev is gated)
             raise model_load_error(spec, source, revision, e) from None
     # REFERENCE §4: the model's own flow-matching Euler scheduler, as the pipeline ships it.

@@ -24,8 +24,14 @@ from typing import Any
 import pandas as pd
 
 from tlora_bench.config import RunConfig
-from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_text, differing_keys, read_json
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.fileio import (
+    atomic_write_text,
+    differing_keys,
+    ensure_writable,
+    read_json,
+    remove_stale_temporaries,
+)
 from tlora_bench.runner.jobs import IMAGES_DIR, JobOutcome
 from tlora_bench.runner.plan import Job, plan_jobs
 
@@ -101,7 +107,7 @@ def _write_provenance(run_dir: Path, config: RunConfig, device: str) -> None:
     atomic_write_text(path, json.dumps({"protocol": PROTOCOL, "sessions": [*sessions, entry]}, indent=2) + "\n")
 
 
-def _data_root(config: RunConfig) -> Path | None:
+def data_root(config: RunConfig) -> Path | None:
     from tlora_bench.concepts import bundled_manifest, resolve_data_root
 
     if config.concepts.endswith(".toml"):
@@ -115,13 +121,16 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     """Run every job of `config` into run_dir (default: <output_dir>/<name>), then score and summarise."""
     from tqdm.auto import tqdm
 
-    from tlora_bench.runner.executors import execute
+    from tlora_bench.runner.executors import EXECUTORS, execute
 
+    if executor not in EXECUTORS:
+        raise unknown_name_error("executor", executor, EXECUTORS)
     jobs = plan_jobs(config)  # every name and value checked before anything is written
-    _data_root(config)
+    data_root(config)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     check_run_folder(run_dir, config, force_new)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(run_dir)
+    remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
     if not (run_dir / "config.json").is_file():
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     _write_provenance(run_dir, config, devices[0])
@@ -166,7 +175,7 @@ def _score(config: RunConfig, run_dir: Path, result: RunResult, echo: Callable[[
     options = EvalOptions(segmenter=config.segmenter, dino=config.dino, tiny_models=config.tiny_extractors,
                           bootstrap=config.bootstrap)
     try:
-        evaluation = evaluate_folder(run_dir / IMAGES_DIR, manifest=manifest, data_root=_data_root(config),
+        evaluation = evaluate_folder(run_dir / IMAGES_DIR, manifest=manifest, data_root=data_root(config),
                                      out_dir=run_dir / EVALUATION_DIR, options=options,
                                      on_problem=lambda message: echo(f"warning: {message}"))
     except TloraBenchError as e:  # e.g. evaluation weights missing offline: jobs stay done, scoring can re-run

@@ -1,0 +1,105 @@
+"""Bad input through the real CLI, as a user would type it: each case exits non-zero with one `error:` line, no
+traceback, and leaves no file behind (issue 12). Each runs as a subprocess; the table is the point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_image
+
+CASES = {
+    # run: every value checked before anything is written or loaded
+    "run-unknown-method": "run --preset smoke --methods tlroa --out OUT",
+    "run-impossible-oft": "run --preset smoke --methods oft-7 --out OUT",
+    "run-unknown-model": "run --preset smoke --model sdxk --out OUT",
+    "run-unknown-concept": "run --preset smoke --concepts nonexist --out OUT",
+    "run-unknown-preset": "run --preset smok --out OUT",
+    "run-png-preset": "run --preset PNG --out OUT",
+    "run-folder-preset": "run --preset FOLDER/ --out OUT",
+    "run-zero-rank": "run --preset smoke --ranks 0 --out OUT",
+    "run-word-rank": "run --preset smoke --ranks four --out OUT",
+    "run-bad-precision": "run --preset smoke --precision fp64 --out OUT",
+    "run-steps-typo": "run --preset smoke --steps tlroa=5 --out OUT",
+    "run-zero-steps": "run --preset smoke --steps tlora=0 --out OUT",
+    "run-set-typo": "run --preset smoke --set rnaks=4 --out OUT",
+    "run-zero-prompts": "run --preset smoke --set prompts=0 --out OUT",
+    "run-bad-bool": "run --preset smoke --set tiny_extractors=maybe --out OUT",
+    "run-bad-devices": "run --preset smoke --devices gpu7 --out OUT",
+    "run-bad-executor": "run --preset smoke --executor slurm --out OUT",
+    "run-unwritable-out": "run --preset smoke --out TEXT/run",
+    "run-bad-variant": "run --preset smoke --set variants=3 --out OUT",
+    "config-unknown-concept": "config --concepts nonexist",
+    "config-unknown-model": "config --model foo",
+    "config-impossible-size": "config --methods oft-7 --model sdxl",
+    "config-r-min-above-rank": "config --ranks 8 --set r_min=16",
+    # train
+    "train-unknown-method": "train --method tlroa --concept dog6 --model tiny --out OUT",
+    "train-unknown-concept": "train --method tlora --concept nope --model tiny --out OUT",
+    "train-zero-rank": "train --method tlora-0 --concept dog6 --model tiny --out OUT",
+    "train-rank-on-oft": "train --method oft --rank 8 --concept dog6 --model tiny --out OUT",
+    "train-reversed-range": "train --method lora --concept dog6 --model tiny --timestep-range 900,800 --out OUT",
+    "train-word-range": "train --method lora --concept dog6 --model tiny --timestep-range abc --out OUT",
+    "train-too-many-images": "train --method lora --concept dog6 --model tiny --images 9 --out OUT",
+    "train-bad-gamma": "train --method tlora --concept dog6 --model tiny --option gamma=0 --out OUT",
+    "train-unknown-option": "train --method tlora --concept dog6 --model tiny --option nosuch=1 --out OUT",
+    "train-bad-optimizer": "train --method lora --concept dog6 --model tiny --optimizer sgd --out OUT",
+    "train-zero-batch": "train --method lora --concept dog6 --model tiny --batch-size 0 --out OUT",
+    "train-missing-model": "train --method lora --concept dog6 --model sdxl --model-path NOWHERE --vae-path NOWHERE "
+                           "--out OUT",
+    # generate, evaluate, adapters, concepts, prompts, models, report, study
+    "generate-missing": "generate NOWHERE",
+    "generate-not-an-adapter": "generate PNG",
+    "evaluate-missing": "evaluate NOWHERE --tiny-models",
+    "evaluate-bad-index": "evaluate BADINDEX --tiny-models --out OUT",
+    "evaluate-bad-segmenter": "evaluate BADINDEX --segmenter nope --out OUT",
+    "evaluate-bad-dino": "evaluate BADINDEX --dino nope --out OUT",
+    "adapter-info-png": "adapter info PNG",
+    "adapter-info-missing": "adapter info NOWHERE",
+    "adapter-rank-text": "adapter rank TEXT",
+    "manifest-png": "concepts validate --manifest PNG",
+    "manifest-root-not-a-string": "concepts validate --manifest ROOT5",
+    "concept-unknown": "concepts show nonexist",
+    "prompts-unknown-concept": "prompts --concept nonexist",
+    "models-unknown": "models download --model sdxk",
+    "report-missing": "report NOWHERE",
+    "study-missing": "study make NOWHERE --pairs a:b",
+    "study-missing-key": "study analyze TEXT --key NOWHERE",
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("inputs")
+    png = write_image(root / "image.png")
+    (root / "folder").mkdir()
+    (root / "text.txt").write_text("just text\n")
+    bad = root / "badindex" / "lora-4" / "dog6"
+    bad.mkdir(parents=True)
+    (bad / "images.jsonl").write_bytes(b"\x89PNG\x00\xff binary, not JSON lines")
+    (root / "root5.toml").write_text('[dataset]\nroot = 5\n\n[[concepts]]\nid = "a"\nclass_word = "dog"\n')
+    return {"PNG": str(png), "FOLDER": str(root / "folder"), "TEXT": str(root / "text.txt"),
+            "NOWHERE": str(root / "nowhere"), "BADINDEX": str(root / "badindex"), "ROOT5": str(root / "root5.toml")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_leaves_nothing(case: str, inputs: dict[str, str], tmp_path: Path):
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "out"
+    args = [{**inputs, "OUT": str(out)}.get(arg, arg) for arg in CASES[case].split()]
+    args = [arg.replace("FOLDER/", inputs["FOLDER"] + "/").replace("TEXT/", inputs["TEXT"] + "/") for arg in args]
+    env = {**os.environ, "TLORA_BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "tlora_bench.cli", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(output.splitlines()) == 1, output
+    assert not out.exists() and list(work.iterdir()) == [], f"left behind: {list(work.rglob('*'))}"
