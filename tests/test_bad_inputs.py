@@ -58,6 +58,7 @@ CASES = {
     "evaluate-bad-index": "evaluate BADINDEX --tiny-models --out OUT",
     "evaluate-bad-segmenter": "evaluate BADINDEX --segmenter nope --out OUT",
     "evaluate-bad-dino": "evaluate BADINDEX --dino nope --out OUT",
+    "evaluate-unwritable-out": "evaluate GOODINDEX --tiny-models --out TEXT/evaluation",
     "adapter-info-png": "adapter info PNG",
     "adapter-info-missing": "adapter info NOWHERE",
     "adapter-rank-text": "adapter rank TEXT",
@@ -81,9 +82,14 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     bad = root / "badindex" / "lora-4" / "dog6"
     bad.mkdir(parents=True)
     (bad / "images.jsonl").write_bytes(b"\x89PNG\x00\xff binary, not JSON lines")
+    good = root / "goodindex" / "lora-4" / "dog6"
+    good.mkdir(parents=True)
+    write_image(good / "a.png")
+    (good / "images.jsonl").write_text('{"file": "a.png", "template": "a photo of a {0}", "image_index": 0}\n')
     (root / "root5.toml").write_text('[dataset]\nroot = 5\n\n[[concepts]]\nid = "a"\nclass_word = "dog"\n')
     return {"PNG": str(png), "FOLDER": str(root / "folder"), "TEXT": str(root / "text.txt"),
-            "NOWHERE": str(root / "nowhere"), "BADINDEX": str(root / "badindex"), "ROOT5": str(root / "root5.toml")}
+            "NOWHERE": str(root / "nowhere"), "BADINDEX": str(root / "badindex"),
+            "GOODINDEX": str(root / "goodindex"), "ROOT5": str(root / "root5.toml")}
 
 
 @pytest.mark.slow

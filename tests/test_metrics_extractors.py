@@ -132,3 +132,22 @@ def test_dinov2_weights_saved_at_518_px_load_at_224_px(tmp_path: Path, images):
     loaded = load_extractor("dinov2-vits14", weights=tmp_path)
     assert loaded.model.pos_embed.shape[1] == 1 + 16 * 16
     assert loaded.encode_images(images).shape == (3, TINY_VIT_ARGS["embed_dim"])
+
+
+def test_without_the_hub_missing_weights_fail_at_once_with_the_whole_reason(monkeypatch):
+    import time
+
+    import huggingface_hub.constants as hub
+
+    import tlora_bench.hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # online mode, but no route to the hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(tlora_bench.hub, "hub_unreachable", lambda: "https://huggingface.co cannot be reached")
+    started = time.monotonic()
+    with pytest.raises(TloraBenchError) as error:
+        load_extractor("dino-vits16", device="cpu")
+    assert time.monotonic() - started < 20  # no minute of retries
+    message = str(error.value)
+    assert "\n" not in message and "..." not in message and "--weights dino-vits16=PATH" in message
+    assert hub.HF_HUB_OFFLINE is False  # the offline switch was for the load only

@@ -84,10 +84,12 @@ def test_models_list_and_download_of_a_tiny_model():
 def test_without_the_hub_a_missing_model_fails_at_once_naming_the_reason(monkeypatch, tmp_path):
     import huggingface_hub.constants as hub
 
+    import tlora_bench.hub
     import tlora_bench.models.backend as backend
 
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # online mode, but no route to the hub
-    monkeypatch.setattr(backend, "hub_unreachable", lambda: "https://huggingface.co cannot be reached: no route")
+    monkeypatch.setattr(tlora_bench.hub, "hub_unreachable",
+                        lambda: "https://huggingface.co cannot be reached: no route")
     with pytest.raises(TloraBenchError, match=r"'madebyollin/sdxl-vae-fp16-fix'.*not in the local cache, and "
                                               r"https://huggingface.co cannot be reached.*--vae-path"):
         load_backend("sdxl", device="cpu")

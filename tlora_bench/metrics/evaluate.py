@@ -19,7 +19,7 @@ import pandas as pd
 
 from tlora_bench.concepts.manifest import Concept, Manifest
 from tlora_bench.errors import TloraBenchError, unknown_name_error
-from tlora_bench.fileio import atomic_write_bytes, atomic_write_text
+from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from tlora_bench.metrics import aggregate
 from tlora_bench.metrics.cache import CACHE_DIRNAME, FeatureCache
 from tlora_bench.metrics.extractors import (
@@ -261,6 +261,7 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     images_dir = Path(images_dir)
     out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
     folders = find_indexed_folders(images_dir, skip=[out_dir])
+    check_writable(out_dir)  # before any model loads
     # Old results must not look finished if this run stops half-way: evaluation.json is the done marker.
     (out_dir / "evaluation.json").unlink(missing_ok=True)
     concepts = {f.concept_id: manifest.get(f.concept_id) for f in folders}

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tlora_bench.devices import DTYPES, resolve_device, resolve_dtype
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.hub import offline_when_unreachable
 from tlora_bench.registry import Registry
 
 TINY_SEED = 0
@@ -124,8 +125,7 @@ CACHE_HINT = "on a machine with internet run once with HF_HUB_OFFLINE unset to c
 
 def weights_error(what: str, source: str, error: BaseException, fix: str) -> TloraBenchError:
     """The one-line error for weights that cannot be loaded (offline, not cached, wrong file)."""
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    reason = reason if len(reason) <= 120 else reason[:117] + "..."
+    reason = " ".join(str(error).split()) or type(error).__name__  # all of it, on one line
     return TloraBenchError(f"cannot load the weights of {what} from {source} ({reason}); {fix}")
 
 
@@ -241,7 +241,7 @@ def load_extractor(name: str, *, device: str | torch.device = "cpu", dtype: str 
     loader = _load_open_clip if spec.library == "open_clip" else _load_timm
     source = f"'{weights}'" if weights else f"the Hugging Face hub ({spec.hub_id})"
     try:
-        with quiet_logging():
+        with quiet_logging(), offline_when_unreachable():
             model, preprocess, preprocess_id, tokenizer = loader(spec, weights, tiny)
     except Exception as e:  # hub, pickle, safetensors and shape errors all mean "bad weights"
         fix = f"{CACHE_HINT}, pass --weights {name}=PATH to a local copy, or use --tiny-models for a smoke run"

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tlora_bench.hub import offline_when_unreachable
 from tlora_bench.metrics.extractors import (
     CACHE_HINT,
     local_weights_identity,
@@ -41,7 +42,8 @@ def _load(what: str, source: str, load):
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no per-weight progress bars in an evaluation log, during the load only
     try:
-        return load(source)
+        with offline_when_unreachable():
+            return load(source)
     except Exception as e:  # hub, config and checkpoint errors all mean "bad weights"
         raise weights_error(what, f"'{source}'", e, _FIX) from None
     finally:

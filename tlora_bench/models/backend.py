@@ -10,15 +10,12 @@ The trainer and the sampler see only this interface, so a new model plugs in wit
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import re
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -240,19 +237,6 @@ def quiet_loading() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-@functools.cache
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub cannot be reached (checked once, in seconds), or None when it can."""
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
-    except OSError as e:
-        return f"{constants.ENDPOINT} cannot be reached: {e.strerror or type(e).__name__}"
-    return None
-
-
 def local_files_only(spec: BackendSpec, source: str, revision: str | None, index_file: str,
                      flag: str = "--model-path") -> bool:
     """Whether to load `source` from the local cache only. Without the hub, a cached model loads at once and a
@@ -261,9 +245,36 @@ def local_files_only(spec: BackendSpec, source: str, revision: str | None, index
 
     if Path(source).expanduser().is_dir() or constants.HF_HUB_OFFLINE:
         return False  # a local folder; or the client is offline already and fails at once by itself
+    from tlora_bench.hub import hub_unreachable
+
     reason = hub_unreachable()
     if reason is None:
         return False
     if isinstance(try_to_load_from_cache(source, index_file, revision=revision), str):
         return True
     raise model_load_error(spec, source, revision, ConnectionError(f"not in the local cache, and {reason}"), flag)
+
+
+def load_diffusers_pipeline(pipeline_class, spec: BackendSpec, source: str, revision: str | None,
+                            vae_source: str | None, dtype: torch.dtype):
+    """`pipeline_class.from_pretrained(source)`, with a separate VAE when given, quietly; a model that cannot be
+    loaded (not cached offline, a wrong id, gated without a token, not a diffusers folder) is one line naming
+    it and both ways out."""
+    from diffusers import AutoencoderKL
+
+    extra = {}
+    with quiet_loading():
+        if vae_source:
+            try:
+                local = local_files_only(spec, vae_source, None, "config.json", flag="--vae-path")
+                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype, local_files_only=local)
+            except (OSError, ValueError) as e:
+                raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
+        try:
+            local = local_files_only(spec, source, revision, "model_index.json")
+            pipeline = pipeline_class.from_pretrained(source, revision=revision, dtype=dtype, local_files_only=local,
+                                                      **extra)
+        except (OSError, ValueError) as e:
+            raise model_load_error(spec, source, revision, e) from None
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline

@@ -22,10 +22,8 @@ from tlora_bench.models.backend import (
     TrainingExample,
     cpu_generators,
     image_to_tensor,
-    local_files_only,
-    model_load_error,
+    load_diffusers_pipeline,
     prepare_training_image,
-    quiet_loading,
 )
 
 # The example's --guidance_scale default: FLUX.1-dev is guidance-distilled, and the example trains with the
@@ -37,25 +35,10 @@ TIMESTEP_SCALE = 1000
 
 
 def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
-    from diffusers import AutoencoderKL, FluxPipeline
+    from diffusers import FluxPipeline
 
-    extra = {}
-    with quiet_loading():
-        try:
-            if vae_source:
-                local = local_files_only(spec, vae_source, None, "config.json", flag="--vae-path")
-                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype, local_files_only=local)
-        except (OSError, ValueError) as e:  # not cached offline, wrong id, not a diffusers folder
-            raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
-        try:
-            local = local_files_only(spec, source, revision, "model_index.json")
-            pipeline = FluxPipeline.from_pretrained(source, revision=revision, dtype=dtype, local_files_only=local,
-                                                    **extra)
-        except (OSError, ValueError) as e:  # the same, or gated without a token (FLUX.1-dev is gated)
-            raise model_load_error(spec, source, revision, e) from None
     # REFERENCE §4: the model's own flow-matching Euler scheduler, as the pipeline ships it.
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return load_diffusers_pipeline(FluxPipeline, spec, source, revision, vae_source, dtype)
 
 
 class FluxBackend(DiffusionBackend):

@@ -21,10 +21,8 @@ from tlora_bench.models.backend import (
     TrainingExample,
     cpu_generators,
     image_to_tensor,
-    local_files_only,
-    model_load_error,
+    load_diffusers_pipeline,
     prepare_training_image,
-    quiet_loading,
 )
 
 # stable-diffusion-xl-base-1.0, unet/config.json (diffusers UNet2DConditionModel): 2,567,463,684 parameters.
@@ -91,25 +89,11 @@ def sdxl_unet_on_meta():
 
 
 def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-    extra = {}
-    with quiet_loading():
-        try:
-            if vae_source:
-                local = local_files_only(spec, vae_source, None, "config.json", flag="--vae-path")
-                extra["vae"] = AutoencoderKL.from_pretrained(vae_source, dtype=dtype, local_files_only=local)
-        except (OSError, ValueError) as e:  # not cached offline, wrong id, not a diffusers folder
-            raise model_load_error(spec, vae_source, None, e, flag="--vae-path") from None
-        try:
-            local = local_files_only(spec, source, revision, "model_index.json")
-            pipeline = StableDiffusionXLPipeline.from_pretrained(source, revision=revision, dtype=dtype,
-                                                                 local_files_only=local, **extra)
-        except (OSError, ValueError) as e:  # the same, or gated without a token
-            raise model_load_error(spec, source, revision, e) from None
+    pipeline = load_diffusers_pipeline(StableDiffusionXLPipeline, spec, source, revision, vae_source, dtype)
     # REFERENCE §4: the Euler scheduler from the model's own scheduler config.
     pipeline.scheduler = EulerDiscreteScheduler.from_config(pipeline.scheduler.config)
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
