@@ -58,3 +58,20 @@ def test_git_keeps_the_paper_results_and_ignores_run_folders():
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/smoke/x.csv"], cwd=ROOT).returncode == 0
     kept = subprocess.run(["git", "check-ignore", "-q", "results/paper/paper_tables.csv"], cwd=ROOT).returncode != 0
     assert ignored and kept
+
+
+def test_config_without_the_images_warns_and_still_prints_the_config(monkeypatch):
+    """An installed wheel has the manifest but not the images: `config` still works, a run would stop."""
+    import json
+
+    from click.testing import CliRunner
+
+    import tlora_bench.concepts.data_root as data_root
+    from tlora_bench.cli import main
+
+    monkeypatch.delenv("TLORA_BENCH_DATA", raising=False)
+    monkeypatch.setattr(data_root, "bundled_concept_images", lambda: None)
+    result = CliRunner().invoke(main, ["config", "--preset", "smoke"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: data folder") and "concepts download" in result.stderr
+    assert json.loads(result.stdout)["name"] == "smoke"

@@ -36,3 +36,29 @@ def test_train_reload_and_sample(setup, tmp_path, model, method):
     from PIL import Image
 
     assert Image.open(next(sampled.folder.glob("*.png"))).size == (size, size)
+
+
+@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-flux"])
+def test_a_resumed_run_equals_an_uninterrupted_one_on_both_backends(setup, tmp_path, model):
+    """tiny-flux trains with Prodigy (its optimizer state must resume too), tiny-sdxl with AdamW."""
+    import torch
+
+    from tests.train_helpers import adapter_tensors
+
+    backend = setup["backends"][model]
+    job = spec(setup["manifest"], "tlora-4", model=model, steps=4, checkpoint_every=2)
+    whole = train(job, tmp_path / "whole", backend=backend, progress=False)
+
+    def crash(row):
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(job, tmp_path / "cut", backend=backend, progress=False, on_step=crash)
+    resumed = train(job, tmp_path / "cut", backend=backend, progress=False)
+    assert resumed.resumed_from == 2
+    x, y = adapter_tensors(whole.adapter_path), adapter_tensors(resumed.adapter_path)
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    again = train(job, tmp_path / "again", backend=backend, progress=False)  # the same seed twice
+    z = adapter_tensors(again.adapter_path)
+    assert all(torch.equal(x[k], z[k]) for k in x)

@@ -175,7 +175,10 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
     from tlora_bench.runner.run import data_root
 
     config = build_config(preset, assignments, **flags)
-    data_root(config)  # the images a run would read exist
+    try:
+        data_root(config)  # a run would stop on this before any work; the config itself is still valid
+    except TloraBenchError as e:
+        click.echo(f"warning: {e}", err=True)
     click.echo(json.dumps(config.to_dict(), indent=2))
 
 
