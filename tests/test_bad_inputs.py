@@ -37,6 +37,9 @@ CASES = {
     "config-unknown-model": "config --model foo",
     "config-impossible-size": "config --methods oft-7 --model sdxl",
     "config-r-min-above-rank": "config --ranks 8 --set r_min=16",
+    "config-data-dir-with-manifest": "config --concepts MANIFEST --data-dir FOLDER",
+    "train-data-dir-with-manifest": "train --method lora --concept rex --manifest MANIFEST --data-dir FOLDER "
+                                    "--model tiny --out OUT",
     # train
     "train-unknown-method": "train --method tlroa --concept dog6 --model tiny --out OUT",
     "train-unknown-concept": "train --method tlora --concept nope --model tiny --out OUT",
@@ -86,10 +89,14 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     good.mkdir(parents=True)
     write_image(good / "a.png")
     (good / "images.jsonl").write_text('{"file": "a.png", "template": "a photo of a {0}", "image_index": 0}\n')
+    from tests.runner_helpers import write_concepts
+
+    manifest = write_concepts(root / "concepts")
     (root / "root5.toml").write_text('[dataset]\nroot = 5\n\n[[concepts]]\nid = "a"\nclass_word = "dog"\n')
     return {"PNG": str(png), "FOLDER": str(root / "folder"), "TEXT": str(root / "text.txt"),
             "NOWHERE": str(root / "nowhere"), "BADINDEX": str(root / "badindex"),
-            "GOODINDEX": str(root / "goodindex"), "ROOT5": str(root / "root5.toml")}
+            "GOODINDEX": str(root / "goodindex"), "ROOT5": str(root / "root5.toml"),
+            "MANIFEST": str(manifest)}
 
 
 @pytest.mark.slow

@@ -82,6 +82,7 @@ class RunConfig:
         _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
                f"must list distinct base seeds, got {list(self.seeds)}")
         _check_concepts(self.concepts)
+        _check_data_dir(self)
         _check_methods(self)
 
     def steps_for(self, method: str, default: int) -> int:
@@ -112,6 +113,16 @@ def _check_concepts(spec: str) -> None:
         select_concepts(spec)
     except TloraBenchError as e:
         raise TloraBenchError(f"config key 'concepts': {e}") from None
+
+
+def _check_data_dir(config: RunConfig) -> None:
+    from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
+
+    manifest = config.concepts if config.concepts.endswith(".toml") else None
+    try:
+        refuse_data_dir_with_manifest(manifest, config.data_dir)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"config key 'data_dir': {e}") from None
 
 
 def _check_methods(config: RunConfig) -> None:

@@ -73,7 +73,10 @@ class TrainSpec:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
+
         object.__setattr__(self, "adapter", MappingProxyType(dict(self.adapter)))
+        refuse_data_dir_with_manifest(self.manifest, self.data_dir)
         if self.timestep_range is not None:
             object.__setattr__(self, "timestep_range", tuple(self.timestep_range))
             low, high = self.timestep_range
