@@ -6,6 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.cli_helpers import assert_one_line_error as _one_line_error
 from tests.conftest import TINY_MANIFEST, make_tiny_dataset
 from tlora_bench.cli import main
 
@@ -13,14 +14,6 @@ from tlora_bench.cli import main
 def run(*args: str, env: dict | None = None):
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_concepts_list_and_show(data_root: Path):

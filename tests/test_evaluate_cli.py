@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from tests.cli_helpers import assert_one_line_error as _one_line_error
 from tests.metrics_helpers import (
     BASE,
     BEACH,
@@ -33,13 +34,6 @@ PROVENANCE = {"tlora_bench_version", "torch_version", "open_clip_version", "timm
 def run(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save
 
+from tests.cli_helpers import assert_one_line_error
 from tlora_bench.adapters.io import FORMAT, read_adapter_config, read_adapter_metadata, save_adapter
 from tlora_bench.adapters.rank_analysis import adapter_ranks
 from tlora_bench.cli import main
@@ -29,15 +30,6 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00binary"
 def cli(*args: str):
     return CliRunner().invoke(main, list(args))
 
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def assert_library_error(call: Callable[[], object], *fragments: str) -> None:

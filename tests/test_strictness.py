@@ -17,6 +17,7 @@ from torch import nn
 
 import tlora_bench
 from tests.adapter_helpers import fresh_unet
+from tests.cli_helpers import assert_one_line_error as _one_line_error
 from tlora_bench.adapters import adapter_layers, attach_adapters, make_config, merge_adapters, unmerge_adapters
 from tlora_bench.adapters import svdiff as svdiff_module
 from tlora_bench.adapters.io import load_adapter, save_adapter
@@ -34,15 +35,6 @@ PACKAGE = Path(tlora_bench.__file__).parent
 def _cli(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---- 1. steps keys that name no method of the run ------------------------------------------------------------

@@ -19,19 +19,25 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable, binary or malformed file is one line that names the file."""
+def read_file_bytes(path: str | os.PathLike, expected: str) -> bytes:
+    """A file's bytes; missing, a folder, unreadable: one line naming the file and what was `expected`."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise TloraBenchError(f"file not found: '{path}'") from None
     except IsADirectoryError:
-        raise TloraBenchError(f"'{path}' is a folder; expected a TOML file") from None
+        raise TloraBenchError(f"'{path}' is a folder; expected {expected}") from None
     except PermissionError:
         raise TloraBenchError(f"cannot read '{path}': permission denied") from None
     except OSError as e:
         raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e.strerror or e})") from None
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable, binary or malformed file is one line that names the file."""
+    path = Path(path)
+    data = read_file_bytes(path, "a TOML file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tlora_bench.errors import TloraBenchError, did_you_mean
-from tlora_bench.fileio import atomic_write_text
+from tlora_bench.fileio import atomic_write_text, read_file_bytes
 from tlora_bench.prompts import PLACEHOLDER
 
 INDEX_FILE = "images.jsonl"
@@ -119,14 +119,7 @@ def write_images_index(folder: str | Path, rows: Iterable[ImageRecord | Mapping[
 def read_images_index(path: str | Path) -> list[ImageRecord]:
     """Parse and validate an images.jsonl file; any problem is a one-line error naming the file and line."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TloraBenchError(f"file not found: '{path}'") from None
-    except IsADirectoryError:
-        raise TloraBenchError(f"'{path}' is a folder; expected a JSON-lines file, one JSON object per image") from None
-    except OSError as e:
-        raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {e.strerror or e})") from None
+    data = read_file_bytes(path, "a JSON-lines file, one JSON object per image")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
