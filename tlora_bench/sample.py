@@ -78,7 +78,11 @@ def read_adapter_info(path: str | Path) -> AdapterInfo:
     if "train_spec" not in metadata:
         raise TloraBenchError(f"'{path}' was not written by `tlora-bench train` (no training spec in its "
                               "metadata), so the sampler cannot tell its concept and base model")
-    spec = TrainSpec.from_dict(json.loads(metadata["train_spec"]))
+    try:
+        spec = TrainSpec.from_dict(json.loads(metadata["train_spec"]))
+    except (ValueError, TypeError) as e:  # a hand-edited or foreign file: say which, never a traceback
+        raise TloraBenchError(f"'{path}': its training spec metadata is not readable ({e}); train the adapter "
+                              "again with `tlora-bench train`") from None
     config = read_adapter_config(path)
     return AdapterInfo(path, spec, metadata.get("label", config.method), config.method,
                        getattr(config, "r", None), METHODS.get(config.method).mergeable, adapter_digest(path))
@@ -101,9 +105,10 @@ def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[Pro
     return concept, items
 
 
-def image_name(items: list[PromptItem], item: PromptItem) -> str:
-    number = list(dict.fromkeys(i.template for i in items)).index(item.template)
-    return f"p{number:02d}_i{item.image_index:02d}.png"
+def image_names(items: list[PromptItem]) -> dict[PromptItem, str]:
+    """Each image's file name: its template's position in the plan (the base prompt is 00) and its index."""
+    numbers = {template: n for n, template in enumerate(dict.fromkeys(i.template for i in items))}
+    return {item: f"p{numbers[item.template]:02d}_i{item.image_index:02d}.png" for item in items}
 
 
 def _png_text(info: AdapterInfo, item: PromptItem, model: str) -> dict[str, str]:
@@ -133,10 +138,11 @@ def _write_png(path: Path, image: Image.Image, text: dict[str, str]) -> None:
 
 
 def _write_index(folder: Path, info: AdapterInfo, items: list[PromptItem], done: set[str]) -> None:
+    names = image_names(items)
 
-    rows = [ImageRecord(file=image_name(items, item), template=item.template, image_index=item.image_index,
+    rows = [ImageRecord(file=names[item], template=item.template, image_index=item.image_index,
                         seed=item.seed, method=info.label, rank=info.rank, prompt=item.prompt)
-            for item in items if image_name(items, item) in done]
+            for item in items if names[item] in done]
     write_images_index(folder, rows)
 
 
@@ -156,9 +162,10 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     folder = ensure_writable(Path(images_root) / label / concept.id)
     model_name = info.spec.model
     info = AdapterInfo(**{**info.__dict__, "label": label})
-    done = {image_name(items, item) for item in items
-            if _is_finished(folder / image_name(items, item), _png_text(info, item, model_name))}
-    todo = [item for item in items if image_name(items, item) not in done]
+    names = image_names(items)
+    done = {names[item] for item in items
+            if _is_finished(folder / names[item], _png_text(info, item, model_name))}
+    todo = [item for item in items if names[item] not in done]
     kept = len(done)
     if todo:
         (folder / INDEX_FILE).unlink(missing_ok=True)  # an index names finished folders only
@@ -200,20 +207,21 @@ def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: lis
     a run was interrupted or not (bit-identical resumes); only the missing images of a batch are written."""
     from tqdm.auto import tqdm
 
-    missing = {image_name(items, item) for item in todo}
+    names = image_names(items)
+    missing = {names[item] for item in todo}
     bar = tqdm(total=len(todo), disable=None if progress else True, desc=f"sample {info.label} {folder.name}",
                unit="img", leave=False)  # None: shown on a terminal only
     for _, group in groupby(items, key=lambda item: item.template):
         group = list(group)
         for start in range(0, len(group), options.batch_size):
             chunk = group[start:start + options.batch_size]
-            if not any(image_name(items, item) in missing for item in chunk):
+            if not any(names[item] in missing for item in chunk):
                 continue
             images = backend.generate(chunk[0].prompt, [item.seed for item in chunk],
                                       num_inference_steps=options.num_inference_steps,
                                       guidance_scale=options.guidance_scale)
             for item, image in zip(chunk, images, strict=True):
-                name = image_name(items, item)
+                name = names[item]
                 if name not in missing:
                     continue
                 _write_png(folder / name, image, _png_text(info, item, info.spec.model))

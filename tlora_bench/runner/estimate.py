@@ -22,8 +22,9 @@ class Throughput:
 # so these are the targets of docs/performance.md (0.35 s/step for bf16 T-LoRA-64 on an H100) scaled as
 # written in each source line: treat them as a planning guide until a device session replaces them.
 THROUGHPUT: dict[tuple[str, str], Throughput] = {
-    ("tiny-sdxl", "fp32"): Throughput(0.08, 0.12, "measured: 2-core x86_64 CPU, tlora-4, 2026-11-26"),
-    ("tiny-flux", "fp32"): Throughput(0.08, 0.12, "assumed equal to tiny-sdxl (same scale), 2026-11-26"),
+    ("tiny-sdxl", "fp32"): Throughput(0.072, 0.151, "measured: benchmarks/train_sample.py, tlora-4, 2-core "
+                                                   "x86_64 CPU, 1 thread, 2026-11-26 (docs/performance.md)"),
+    ("tiny-flux", "fp32"): Throughput(0.072, 0.151, "not measured: taken equal to tiny-sdxl (the same scale)"),
     ("sdxl", "bf16"): Throughput(0.35, 3.0, "target, not measured: H100 T-LoRA-64 0.35 s/step; 25-step guided "
                                            "sampling taken as 50 UNet passes at 0.06 s"),
     ("sdxl", "fp32"): Throughput(1.05, 9.0, "target, not measured: the bf16 figures x3 (H100 TF32 vs BF16)"),

@@ -148,7 +148,7 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     bar.close()
     result = RunResult(run_dir, outcomes, None, failures=[o for o in outcomes if o.status == "failed"])
     if any(o.status == "done" for o in outcomes):
-        _score(config, run_dir, result, echo)
+        _score(config, jobs, run_dir, result, echo)
     write_summary(config, jobs, result)
     if result.leaderboard is not None:
         _report(run_dir, result, echo)
@@ -166,7 +166,8 @@ def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> No
     result.report = folder / "report.html"
 
 
-def _score(config: RunConfig, run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
+def _score(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
+           echo: Callable[[str], None]) -> None:
     from tlora_bench.concepts import load_manifest
     from tlora_bench.concepts.manifest import bundled_manifest
     from tlora_bench.metrics.evaluate import EvalOptions, evaluate_folder
@@ -182,7 +183,7 @@ def _score(config: RunConfig, run_dir: Path, result: RunResult, echo: Callable[[
         result.evaluation_error = str(e)
         echo(f"error: scoring failed: {e}")
         return
-    result.leaderboard = leaderboard(evaluation.per_method, plan_jobs(config), result.outcomes)
+    result.leaderboard = leaderboard(evaluation.per_method, jobs, result.outcomes)
     atomic_write_text(run_dir / "leaderboard.csv", result.leaderboard.to_csv(index=False))
 
 
