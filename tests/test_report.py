@@ -57,7 +57,7 @@ def test_run_leaderboard_equals_evaluation(tiny_run: Path) -> None:
     board = pd.read_csv(tiny_run / "report" / "leaderboard.csv")
     per_method = pd.read_csv(tiny_run / "evaluation" / "per_method.csv")
     run_board = pd.read_csv(tiny_run / "leaderboard.csv")
-    assert list(board["method_label"]) == list(run_board["method"])
+    assert list(board["method_label"]) == list(run_board["method_label"])
     for _, row in per_method.iterrows():
         ours = board[board["method_label"] == row["method_label"]].iloc[0]
         for column in ("mean", "ci_low", "ci_high"):

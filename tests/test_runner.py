@@ -86,7 +86,7 @@ def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
     assert evaluated["git_commit"] == provenance["sessions"][0]["git_commit"]
     assert len(list(run_dir.glob("jobs/*/*/seed-0/train/adapter.safetensors"))) == 6
     per_method = pd.read_csv(run_dir / "evaluation" / "per_method.csv")
-    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("method")
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("method_label")
     assert list(board.index) == ["tlora-4", "lora-4", "oft-4"] and board["complete"].all()
     for _, row in per_method.iterrows():
         assert board.loc[row["method_label"], f"{row['metric']}_mean"] == pytest.approx(row["mean"])
@@ -122,13 +122,14 @@ def test_a_failing_job_is_recorded_the_others_finish_and_retry_failed_completes(
     assert "failed: tlora-4/mug/seed-0: cannot read image" in result.output and "Traceback" not in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["done"], summary["failed"], summary["complete"]) == (3, 3, False)
-    board = pd.read_csv(out / "leaderboard.csv").set_index("method")
+    board = pd.read_csv(out / "leaderboard.csv").set_index("method_label")
     assert not board["complete"].any() and (board["concepts_scored"] == 1).all()
     assert (out / "jobs" / "lora-4" / "mug" / "seed-0" / FAILED_FILE).is_file()
     assert runner.invoke(main, ["run", "--preset", str(path), "--out", str(out)]).exit_code == EXIT_INCOMPLETE
     image.write_bytes(good)
     result = runner.invoke(main, ["run", "--preset", str(path), "--out", str(out), "--retry-failed"])
     assert result.exit_code == 0, result.output
+    assert "| method | concepts | images | CLIP-IS (masked)" in result.output  # the leaderboard, printed
     assert json.loads((out / "summary.json").read_text())["complete"]
     assert pd.read_csv(out / "leaderboard.csv")["complete"].all()
 

@@ -214,8 +214,8 @@ def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | Non
     result = run(config, folder, executor=executor, devices=tuple(parse_devices(devices)), address=address,
                  force_new=force_new, retry_failed=retry_failed, echo=click.echo)
     click.echo(format_outcomes(result))
-    if result.leaderboard is not None:
-        click.echo(result.leaderboard.to_string(index=False, max_cols=12))
+    if result.report is not None:  # the short table with intervals and the paper's numbers, as in the report
+        click.echo(result.report.with_name("leaderboard.md").read_text())
     if not result.complete:
         sys.exit(EXIT_INCOMPLETE)
 

@@ -23,7 +23,7 @@ METRIC_TITLES = {"is": "CLIP-IS", "is_masked": "CLIP-IS (masked)", "dino_is": "D
 
 def labels(run: RunFolder) -> list[str]:
     """Method labels in run order (the run's leaderboard), then any others scored, sorted."""
-    order = list(run.run_leaderboard["method"]) if run.run_leaderboard is not None else []
+    order = list(run.run_leaderboard["method_label"]) if run.run_leaderboard is not None else []
     scored = sorted(set(run.per_method["method_label"].astype(str)))
     return [*dict.fromkeys([*map(str, order), *scored])]
 
@@ -42,7 +42,7 @@ def _incomplete(run: RunFolder, label: str, n_concepts: int, most_concepts: int)
     """Why a method's row is incomplete ('' when it is not)."""
     reasons = []
     if run.run_leaderboard is not None:
-        row = run.run_leaderboard[run.run_leaderboard["method"].astype(str) == label]
+        row = run.run_leaderboard[run.run_leaderboard["method_label"].astype(str) == label]
         if len(row) and not bool(row["complete"].iloc[0]):
             reasons.append(f"{int(row['concepts_scored'].iloc[0])} of {int(row['concepts_planned'].iloc[0])} "
                            "concepts scored")

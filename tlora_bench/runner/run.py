@@ -194,7 +194,7 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
     for label in dict.fromkeys(job.image_label for job in jobs):
         planned = [job for job in jobs if job.image_label == label]
         table = per_method[per_method["method_label"] == label]
-        row: dict[str, Any] = {"method": label, "method_label": planned[0].train.method,
+        row: dict[str, Any] = {"method_label": label, "method": planned[0].train.method,
                                "rank": job_rank(planned[0])}
         for _, metric in table.iterrows():
             for column in ("mean", "ci_low", "ci_high"):
