@@ -98,11 +98,14 @@ def test_merge_matches_unmerged_and_unmerge_restores(method: str):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_detach_restores_the_base_model(method: str):
     model, inputs = fresh_unet(), unet_inputs()
+    model.conv_in.requires_grad_(False)  # a mix of frozen and trainable parameters, both kept as they were
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     with torch.no_grad():
         reference = run(model, inputs, T)
     attach_adapters(model, small_config(method))
     train_steps(model, inputs, T)
     detach_adapters(model)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == trainable
     with torch.no_grad():
         assert torch.equal(run(model, inputs, T), reference)
     with pytest.raises(Exception, match="no adapters attached"):

@@ -12,6 +12,7 @@ from tlora_bench.errors import TloraBenchError
 
 CONFIG_ATTR = "_tlora_adapter_config"
 STATE_ATTR = "_tlora_timestep_state"
+TRAINABLE_ATTR = "_tlora_base_trainable"  # base parameters that were trainable before attaching, by name
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -37,7 +38,7 @@ def attach_adapters(model: nn.Module, config: AdapterConfig, *, init: bool = Tru
                               f"{list(config.target_modules)}; check the module names")
     state = TimestepState()
     wrapped: list[tuple[str, nn.Module]] = []
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     model.requires_grad_(False)
     try:
         for name, module in targets:
@@ -47,11 +48,11 @@ def attach_adapters(model: nn.Module, config: AdapterConfig, *, init: bool = Tru
     except BaseException:  # e.g. an impossible rank for one layer: leave the model as it was
         for name, module in wrapped:
             _set_submodule(model, name, module)
-        for parameter in trainable:
-            parameter.requires_grad_(True)
+        _unfreeze(model, trainable)
         raise
     setattr(model, CONFIG_ATTR, config)
     setattr(model, STATE_ATTR, state)
+    setattr(model, TRAINABLE_ATTR, trainable)
     return [name for name, _ in targets]
 
 
@@ -71,11 +72,19 @@ def adapter_config(model: nn.Module) -> AdapterConfig:
 
 
 def detach_adapters(model: nn.Module) -> None:
-    """Put the original base layers back (their weights were never changed)."""
+    """Put the original base layers back (their weights were never changed), trainable as they were."""
     for name, layer in adapter_layers(model).items():
         _set_submodule(model, name, layer.base_layer)
+    _unfreeze(model, getattr(model, TRAINABLE_ATTR, None) or set())
     setattr(model, CONFIG_ATTR, None)
     setattr(model, STATE_ATTR, None)
+    setattr(model, TRAINABLE_ATTR, None)
+
+
+def _unfreeze(model: nn.Module, names: set[str]) -> None:
+    for name, parameter in model.named_parameters():
+        if name in names:
+            parameter.requires_grad_(True)
 
 
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
