@@ -150,3 +150,17 @@ def test_methods_command_prints_the_sdxl_counts():
 def test_methods_command_rejects_a_bad_rank():
     result = CliRunner().invoke(main, ["methods", "--rank", "0"])
     assert result.exit_code == 1 and result.stderr.strip() == "error: rank must be a positive integer, got 0"
+
+
+@pytest.mark.parametrize("label", ["oft-7", "gsoft-7", "tlora-2000", "lora-2000", "oft-32", "gsoft-64", "svdiff"])
+def test_size_check_names_the_problem_attaching_meets(label: str):
+    """The size check builds one layer per shape; its verdict and message are those of attaching every layer."""
+    from tlora_bench.adapters.catalog import size_problem
+
+    skeleton = sdxl_unet_on_meta()
+    try:
+        attach_adapters(skeleton, make_config(label), init=False)
+        expected = None
+    except Exception as e:  # noqa: BLE001 - the message is what is compared
+        expected = str(e)
+    assert size_problem("sdxl", make_config(label)) == expected

@@ -15,6 +15,7 @@ from torch import nn
 from tlora_bench.adapters.layer import AdapterConfig
 from tlora_bench.adapters.model import attach_adapters, count_trainable, detach_adapters
 from tlora_bench.adapters.registry import METHODS, MethodSpec, make_config
+from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.models import denoiser_skeleton
 
@@ -93,9 +94,24 @@ def size_problem(model: str, config: AdapterConfig) -> str | None:
     """Why an adapter `config` cannot be built on `model`'s denoiser (e.g. an OFT block count that does not
     divide a width), or None. Checked on the weightless skeleton, before any model loads."""
     skeleton = _skeleton(model)
+    spec = METHODS.get(config.method)
+    targets = spec.find_targets(skeleton, config)
     try:
-        attach_adapters(skeleton, config, init=False)
+        if not targets:
+            attach_adapters(skeleton, config, init=False)  # raises its own "no module matches" line
+        # One layer per distinct shape, in model order, so the first problem named is the one attaching meets.
+        for name, module in _one_per_shape(targets):
+            spec.layer_cls(module, config, name, state=TimestepState(), init=False)
     except TloraBenchError as e:
         return str(e)
-    detach_adapters(skeleton)
     return None
+
+
+def _one_per_shape(targets: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """A layer's size checks read only its type and weight shape (SD-XL has hundreds of layers, a dozen shapes)."""
+    first: dict[tuple, tuple[str, nn.Module]] = {}
+    for name, module in targets:
+        key = (type(module), tuple(module.weight.shape), getattr(module, "bias", None) is None,
+               getattr(module, "groups", 1))
+        first.setdefault(key, (name, module))
+    return list(first.values())
