@@ -154,6 +154,25 @@ def test_mask_per_sample_on_a_plain_mlp_matches_slicing():
         assert torch.allclose(together[1:], run(model, x[1:], torch.tensor([900.0])), atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["lora-8", "tlora-8"])
+def test_bf16_base_computes_the_branch_in_bf16_with_fp32_factors_and_gradients(method: str):
+    """Mixed precision as autocast does it: fp32 parameters, bf16 products, the fp32 result within bf16 error."""
+    reference, model, x = mlp(), mlp().to(torch.bfloat16), torch.randn(4, 12)
+    for m in (reference, model):
+        attach_adapters(m, make_config(method, r_min=2, target_modules=("0", "2", "4")), dtype=torch.float32)
+    train_steps(reference, x, torch.tensor([100.0] * 4), steps=2)
+    model.load_state_dict(reference.state_dict())  # the same trained factors, the base weights rounded to bf16
+    t = torch.tensor([100.0] * 4)
+    out = run(model, x.to(torch.bfloat16), t)
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        expected = run(reference, x, t)
+    assert torch.allclose(out.float(), expected, atol=0.05, rtol=0.05)
+    out.float().square().sum().backward()
+    for layer in adapter_layers(model).values():
+        assert layer.A.dtype == layer.A.grad.dtype == torch.float32 and layer.A.grad.abs().sum() > 0
+
+
 def test_classifier_free_guidance_batch_takes_the_same_t_in_both_halves():
     model = fresh_unet()
     attach_adapters(model, make_config("tlora-8", r_min=1))

@@ -16,6 +16,7 @@ from tlora_bench.adapters import METHODS, attach_adapters, count_trainable, deta
 from tlora_bench.adapters.catalog import method_rows
 from tlora_bench.adapters.svdiff import memory_footprint
 from tlora_bench.cli import main
+from tlora_bench.errors import TloraBenchError
 from tlora_bench.models.sdxl import SDXL_UNET_PARAMETERS, sdxl_unet_on_meta
 
 # LoRA r=64: a d_in -> d_out linear has 64·(d_in + d_out).
@@ -161,6 +162,6 @@ def test_size_check_names_the_problem_attaching_meets(label: str):
     try:
         attach_adapters(skeleton, make_config(label), init=False)
         expected = None
-    except Exception as e:  # noqa: BLE001 - the message is what is compared
+    except TloraBenchError as e:
         expected = str(e)
     assert size_problem("sdxl", make_config(label)) == expected

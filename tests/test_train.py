@@ -13,6 +13,7 @@ from tests.train_helpers import SEVEN_METHODS, adapter_tensors, load_tiny, spec,
 from tlora_bench.adapters import adapter_layers, detach_adapters
 from tlora_bench.adapters.io import load_adapter, read_adapter_metadata
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.sample import SampleOptions, generate
 from tlora_bench.train import (
     ADAPTER_FILE,
     CHECKPOINT_FILE,
@@ -54,6 +55,30 @@ def test_every_method_trains_logs_and_reloads(workspace, tmp_path, method):
         assert len(adapter_layers(model)) > 0
     finally:
         detach_adapters(model)
+
+
+@pytest.fixture(scope="module")
+def bf16_backend(tmp_path_factory):
+    from tlora_bench.models import load_backend
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TLORA_BENCH_CACHE", str(tmp_path_factory.mktemp("bf16-cache")))
+        return load_backend("tiny-sdxl", precision="bf16", device="cpu")
+
+
+@pytest.mark.parametrize("method", SEVEN_METHODS)
+def test_bf16_trains_fp32_adapters_on_a_bf16_model(workspace, bf16_backend, tmp_path, method):
+    assert bf16_backend.denoiser.dtype == torch.bfloat16
+    result = train(spec(workspace["manifest"], method, precision="bf16"), tmp_path, backend=bf16_backend,
+                   progress=False)
+    rows = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)  # gradients reach the fp32 factors
+    assert all(v.dtype == torch.float32 for v in adapter_tensors(result.adapter_path).values())
+    assert read_adapter_metadata(result.adapter_path)["precision"] == "bf16"
+    assert bf16_backend.denoiser.dtype == torch.bfloat16  # the base model is left as it was
+    sampled = generate(result.adapter_path, tmp_path / "images", options=SampleOptions(prompts=1, base_images=1),
+                       backend=bf16_backend, progress=False)
+    assert sampled.n_generated == sampled.n_images >= 1
 
 
 def test_same_seed_gives_identical_adapters_and_another_seed_does_not(workspace, tmp_path):

@@ -137,7 +137,11 @@ class TLoRALinear(AdapterLayer):
         if self.merge_per_rank and mask is None and not torch.is_grad_enabled():
             return self.forward_with_weight(x, self._weight_at_rank(rank))
         out = self.base_layer(x)
-        down, up = self.low_rank_factors(rank)
+        # Mixed precision as torch.autocast does it: fp32 factors (and their gradients and optimizer state), the
+        # products in the activations' dtype; a bf16 input would otherwise make every projection's branch an
+        # fp32 matmul over all tokens, many times slower on a GPU than the bf16 base layer beside it.
+        down, up = (f.to(x.dtype) if x.dtype in (torch.bfloat16, torch.float16) else f
+                    for f in self.low_rank_factors(rank))
         z = F.linear(x.to(down.dtype), down)
         if mask is not None:  # per-sample M_t: (batch, r), duplicated for the frozen branch
             mask = torch.cat([mask, mask], dim=1) if self.ortho else mask

@@ -108,7 +108,7 @@ class FluxBackend(DiffusionBackend):
 
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, conditioning: dict[str, torch.Tensor],
                 examples: Sequence[TrainingExample]) -> torch.Tensor:
-        pipe, dtype = self.pipeline, self.denoiser.dtype
+        pipe, dtype = self.pipeline, self.dtype  # not denoiser.dtype: an fp32 adapter parameter may come first
         batch, channels, height, width = noisy.shape
         # The transformer sees 2x2 patches of the latents as tokens, each with its (0, row, col) position.
         packed = pipe._pack_latents(noisy.to(dtype), batch, channels, height, width)

@@ -146,7 +146,7 @@ class SDXLBackend(DiffusionBackend):
 
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, conditioning: dict[str, torch.Tensor],
                 examples: Sequence[TrainingExample]) -> torch.Tensor:
-        batch, dtype = noisy.shape[0], self.denoiser.dtype
+        batch, dtype = noisy.shape[0], self.dtype  # not denoiser.dtype: an fp32 adapter parameter may come first
         added = {"text_embeds": conditioning["pooled_prompt_embeds"].repeat(batch, 1).to(dtype),
                  "time_ids": torch.cat([e.extra["time_ids"] for e in examples]).to(self.device, dtype)}
         return self.denoiser(noisy.to(dtype), t.to(self.device),

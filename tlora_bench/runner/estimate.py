@@ -27,7 +27,8 @@ THROUGHPUT: dict[tuple[str, str], Throughput] = {
     ("tiny-flux", "fp32"): Throughput(0.072, 0.151, "not measured: taken equal to tiny-sdxl (the same scale)"),
     ("sdxl", "bf16"): Throughput(0.35, 3.0, "target, not measured: H100 T-LoRA-64 0.35 s/step; 25-step guided "
                                            "sampling taken as 50 UNet passes at 0.06 s"),
-    ("sdxl", "fp32"): Throughput(1.05, 9.0, "target, not measured: the bf16 figures x3 (H100 TF32 vs BF16)"),
+    ("sdxl", "fp32"): Throughput(1.05, 9.0, ("target, not measured: the bf16 figures x3, a guess (full fp32 "
+                                           "matmuls, TF32 off as fp32 means, are slower still on an H100)")),
     ("flux", "bf16"): Throughput(1.0, 12.0, "target, not measured: FLUX.1-dev is ~4.6x SD-XL's UNet in "
                                            "parameters; 28 steps, no classifier-free guidance batch"),
 }
