@@ -58,26 +58,30 @@ def test_every_method_trains_logs_and_reloads(workspace, tmp_path, method):
 
 
 @pytest.fixture(scope="module")
-def bf16_backend(tmp_path_factory):
+def bf16_backends(tmp_path_factory):
     from tlora_bench.models import load_backend
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TLORA_BENCH_CACHE", str(tmp_path_factory.mktemp("bf16-cache")))
-        return load_backend("tiny-sdxl", precision="bf16", device="cpu")
+        return {name: load_backend(name, precision="bf16", device="cpu") for name in ("tiny-sdxl", "tiny-flux")}
 
 
-@pytest.mark.parametrize("method", SEVEN_METHODS)
-def test_bf16_trains_fp32_adapters_on_a_bf16_model(workspace, bf16_backend, tmp_path, method):
-    assert bf16_backend.denoiser.dtype == torch.bfloat16
-    result = train(spec(workspace["manifest"], method, precision="bf16"), tmp_path, backend=bf16_backend,
-                   progress=False)
+BF16_CASES = [("tiny-sdxl", m) for m in SEVEN_METHODS] + [("tiny-flux", m) for m in ("tlora-4", "svdiff")]
+
+
+@pytest.mark.parametrize("model, method", BF16_CASES)
+def test_bf16_trains_fp32_adapters_on_a_bf16_model_and_samples(workspace, bf16_backends, tmp_path, model, method):
+    backend = bf16_backends[model]
+    assert backend.denoiser.dtype == torch.bfloat16
+    result = train(spec(workspace["manifest"], method, model=model, precision="bf16", steps=2), tmp_path,
+                   backend=backend, progress=False)
     rows = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)  # gradients reach the fp32 factors
     assert all(v.dtype == torch.float32 for v in adapter_tensors(result.adapter_path).values())
     assert read_adapter_metadata(result.adapter_path)["precision"] == "bf16"
-    assert bf16_backend.denoiser.dtype == torch.bfloat16  # the base model is left as it was
+    assert backend.denoiser.dtype == torch.bfloat16  # the base model is left as it was
     sampled = generate(result.adapter_path, tmp_path / "images", options=SampleOptions(prompts=1, base_images=1),
-                       backend=bf16_backend, progress=False)
+                       backend=backend, progress=False)
     assert sampled.n_generated == sampled.n_images >= 1
 
 
