@@ -106,6 +106,23 @@ def test_make_errors_are_one_line(tmp_path: Path, pairs: str, n: int, message: s
     assert message in result.output and result.output.count("\n") == 1, result.output
 
 
+def test_a_study_with_forms_out_is_never_replaced_by_another(made: Path, tmp_path: Path) -> None:
+    key = (made / "key.csv").read_bytes()
+    for (_, result), message in ((_make(tmp_path, seed=5), "with other seed"),
+                                 (_make(tmp_path, raters=1), "with other raters")):
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+    assert (made / "key.csv").read_bytes() == key and (made / "rater-03.html").is_file()
+    _, result = _make(tmp_path)  # the same settings remake the same files
+    assert result.exit_code == 0 and (made / "key.csv").read_bytes() == key
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "8"])
+def test_image_size_too_small_is_one_line(tmp_path: Path, size: str) -> None:
+    target, result = _make(tmp_path, "--image-size", size)
+    assert result.exit_code == 1 and "--image-size must be at least 16" in result.output, result.output
+    assert not target.exists()
+
+
 def test_run_folder_images_subfolder_is_used(tmp_path: Path) -> None:
     make_manifest(tmp_path)
     make_images(tmp_path / "run" / "images")

@@ -11,7 +11,7 @@ import numpy as np
 
 from tlora_bench.concepts import Manifest, resolve_data_root
 from tlora_bench.errors import TloraBenchError, unknown_name_error
-from tlora_bench.fileio import atomic_write_text
+from tlora_bench.fileio import atomic_write_text, differing_keys, read_json
 from tlora_bench.metrics.layout import ImageRecord, find_indexed_folders
 from tlora_bench.prompts import format_prompt
 from tlora_bench.study.forms import FormTrial, encode_image, render_form
@@ -20,6 +20,8 @@ from tlora_bench.study.keyfile import KEY_FILE, Trial, write_key
 # The rater sees "V* dog": V* names the concept shown in the reference image (as in the paper's prompts),
 # the class word keeps the sentence readable. The real token (e.g. "sks") would mean nothing to a rater.
 DISPLAY_TOKEN = "V*"
+SETTINGS_FILE = "study.json"
+MIN_IMAGE_SIZE = 16  # px on the long side: smaller shows raters nothing to judge
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,36 @@ def rater_order(trials: Sequence[Trial], rater: int, seed: int) -> list[Trial]:
     return [trials[i] for i in order]
 
 
+def _refuse_another_study(out: Path, settings: dict) -> None:
+    """Forms may already be with raters: their key must never be replaced by another study's. The same settings
+    remake the same files (the draw is seeded), so that is allowed."""
+    if not out.is_dir():
+        return
+    existing = [p.name for p in (out / KEY_FILE, out / SETTINGS_FILE) if p.exists()]
+    existing += sorted(p.name for p in out.glob("rater-*.html"))
+    if not existing:
+        return
+    fix = "its forms may be out with raters, so it is kept: pass another --out"
+    previous = read_json(out / SETTINGS_FILE, fix) if (out / SETTINGS_FILE).is_file() else {}
+    differ = differing_keys(previous, settings) if isinstance(previous, dict) else ["study.json"]
+    differ = [key for key in differ if key != "trials"]  # a count of the draw, not a setting
+    if differ:
+        raise TloraBenchError(f"'{out}' already holds a study ({', '.join(existing[:3])}) with other "
+                              f"{', '.join(differ)}; {fix}")
+
+
 def make_study(images_dir: str | Path, pairs: Sequence[tuple[str, str]], n: int, raters: int, seed: int,
                out: Path, manifest: Manifest, data_dir: str | Path | None = None,
                image_size: int = 512) -> list[Path]:
     """Write rater-01.html ... and key.csv (+ study.json, the settings) into `out`; return the forms."""
     if raters < 1:
         raise TloraBenchError(f"--raters must be at least 1, got {raters}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise TloraBenchError(f"--image-size must be at least {MIN_IMAGE_SIZE} px, got {image_size}")
     images_dir = images_folder(images_dir)
+    settings = {"images_dir": str(images_dir), "pairs": [f"{a}:{b}" for a, b in pairs], "n": n, "raters": raters,
+                "seed": seed, "manifest": manifest.name, "image_size": image_size, "display_token": DISPLAY_TOKEN}
+    _refuse_another_study(out, settings)
     trials = draw_trials(images_dir, pairs, n, seed, manifest)
     # User manifests hold absolute concept folders; only the bundled one needs a data folder (as in cli.py).
     chosen = [manifest.get(c) for c in sorted({t.concept for t in trials})]
@@ -154,10 +179,7 @@ def make_study(images_dir: str | Path, pairs: Sequence[tuple[str, str]], n: int,
     generated = {f: encode_image(images_dir / f, image_size) for t in trials for f in (t.file_a, t.file_b)}
     out.mkdir(parents=True, exist_ok=True)
     write_key(out / KEY_FILE, trials)
-    atomic_write_text(out / "study.json", json.dumps({
-        "images_dir": str(images_dir), "pairs": [f"{a}:{b}" for a, b in pairs], "n": n, "raters": raters,
-        "seed": seed, "manifest": manifest.name, "image_size": image_size, "display_token": DISPLAY_TOKEN,
-        "trials": len(trials)}, indent=2) + "\n")
+    atomic_write_text(out / SETTINGS_FILE, json.dumps({**settings, "trials": len(trials)}, indent=2) + "\n")
     forms = []
     for rater in range(1, raters + 1):
         rater_id = f"rater-{rater:02d}"
