@@ -149,6 +149,20 @@ def test_errors_name_the_file_and_fix(tmp_path: Path) -> None:
         make_report(root)
 
 
+@pytest.mark.parametrize("table", ["per_method.csv", "per_concept.csv"])
+def test_a_word_where_a_score_belongs_is_one_line_and_no_report(tmp_path: Path, table: str) -> None:
+    root = make_evaluated_folder(tmp_path / "eval")
+    path = root / "evaluation" / table
+    frame = pd.read_csv(path)
+    column = "mean" if table == "per_method.csv" else "is_masked"
+    frame[column] = frame[column].astype(object)
+    frame.loc[1, column] = "abc"
+    frame.to_csv(path, index=False)
+    with pytest.raises(TloraBenchError, match=rf"{table}' row 3, column '{column}': 'abc' is not a number"):
+        make_report(root)
+    assert not (root / "report").exists()
+
+
 def test_command(evaluated: Path) -> None:
     result = CliRunner().invoke(report_cmd, [str(evaluated)])
     assert result.exit_code == 0, result.output

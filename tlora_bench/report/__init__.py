@@ -26,9 +26,9 @@ def make_report(run_dir: str | Path, compare: str | Path | None = None,
     run = load_run(run_dir)
     other = load_run(compare) if compare is not None else None
     out = run.root / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
     board = leaderboard(run)
     concepts = per_concept_table(run)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leaderboard.csv", board.to_csv(index=False))
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
     atomic_write_text(out / "per_concept.csv", concepts.to_csv(index=False))

@@ -20,6 +20,9 @@ EVALUATION_DIR = "evaluation"
 INDEX_FILE = "images.jsonl"
 PER_METHOD_COLUMNS = ("method_label", "method", "rank", "metric", "mean", "ci_low", "ci_high", "n_concepts")
 _NOT_METHODS = {EVALUATION_DIR, "report", "jobs"}
+NUMERIC_COLUMNS = {"rank", "mean", "ci_low", "ci_high", "n_concepts", "n_images", "n_base_images", "n_ts_prompts",
+                   "is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept", "concepts_scored",
+                   "concepts_planned", "failed_jobs"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,24 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
     if missing:
         raise TloraBenchError(f"'{path}' has no column '{missing[0]}'; re-run `tlora-bench evaluate` to write it "
                               "again with this version")
+    _check_numeric(path, table)
     return table
+
+
+def _is_numeric_column(name: str) -> bool:
+    return name in NUMERIC_COLUMNS or name.endswith(("_mean", "_ci_low", "_ci_high"))
+
+
+def _check_numeric(path: Path, table: pd.DataFrame) -> None:
+    """Scores and counts are numbers (blank allowed): a hand-edited cell is one line, not a traceback later."""
+    for column in filter(_is_numeric_column, table.columns):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() & table[column].notna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise TloraBenchError(f"'{path}' row {row + 2}, column '{column}': {table[column].iloc[row]!r} is not a "
+                                  "number; re-run `tlora-bench evaluate` (or the run) to write it again")
+        table[column] = values
 
 
 def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
