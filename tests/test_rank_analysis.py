@@ -60,3 +60,10 @@ def test_rank_cli_errors(tmp_path: Path):
     junk.write_bytes(b"\x00" * 16)
     result = CliRunner().invoke(main, ["adapter", "info", str(junk)])
     assert result.exit_code == 1 and "not a readable safetensors file" in result.stderr
+
+
+def test_a_plot_we_cannot_write_is_refused_before_the_table(tmp_path: Path):
+    path = _adapter_file(tmp_path, "lora-4")
+    result = CliRunner().invoke(main, ["adapter", "rank", str(path), "--plot", str(tmp_path / "ranks.txt")])
+    assert result.exit_code == 1 and "cannot write a '.txt' figure; name a .png, .svg or .pdf file" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "ranks.txt").exists()

@@ -260,11 +260,13 @@ def adapter_info(path: str) -> None:
 @click.option("--energy", type=float, default=0.95, show_default=True,
               help="Share of the sum of singular values the effective rank must reach.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Also save a figure (PNG): effective rank per layer and singular value decay.")
+              help="Also save a figure (.png, .svg or .pdf): effective rank per layer and singular value decay.")
 def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
     """Effective rank of each layer's B matrix (paper Figures 4 and 9)."""
-    from tlora_bench.adapters.rank_analysis import adapter_ranks, format_rank_table, plot_ranks
+    from tlora_bench.adapters.rank_analysis import adapter_ranks, check_plot_path, format_rank_table, plot_ranks
 
+    if plot_path:
+        check_plot_path(plot_path)
     rows = adapter_ranks(path, energy)
     click.echo(format_rank_table(rows, energy))
     if plot_path:

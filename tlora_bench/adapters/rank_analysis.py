@@ -78,6 +78,20 @@ def format_rank_table(rows: list[LayerRank], energy: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_plot_path(path: str | os.PathLike) -> None:
+    """Before any work: the figure's file type is one we write, and its folder can be written."""
+    from tlora_bench.fileio import check_writable
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_SUFFIXES:
+        raise TloraBenchError(f"--plot '{path}': cannot write a '{suffix or 'no suffix'}' figure; name a "
+                              f"{', '.join(PLOT_SUFFIXES[:-1])} or {PLOT_SUFFIXES[-1]} file")
+    check_writable(Path(path).parent, "--plot")
+
+
 def plot_ranks(rows: list[LayerRank], path: str | os.PathLike, title: str = "") -> Path:
     """Left: effective rank per layer against r. Right: each layer's normalised singular values."""
     import matplotlib
