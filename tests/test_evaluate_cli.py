@@ -78,6 +78,19 @@ def test_evaluate_writes_every_table_with_provenance_and_reuses_features(project
     assert pd.read_parquet(out / "scores.parquet")[list(SCORE_COLUMNS)].equals(scores[list(SCORE_COLUMNS)])
 
 
+def test_a_feature_cache_that_is_a_file_keeps_the_old_results(project):
+    manifest, gen = project
+    assert _evaluate(manifest, gen, "--bootstrap", "10").exit_code == 0
+    out = gen / "evaluation"
+    marker = (out / "evaluation.json").read_bytes()
+    shutil.rmtree(out / ".feature_cache")
+    (out / ".feature_cache").write_text("x")
+    result = CliRunner().invoke(main, ["evaluate", str(gen), "--manifest", str(manifest), "--tiny-models"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert ".feature_cache' is not a writable folder" in result.stderr
+    assert (out / "evaluation.json").read_bytes() == marker  # the previous results still count as finished
+
+
 def test_is_through_the_pipeline_is_the_mean_of_the_real_by_generated_matrix(tmp_path: Path):
     manifest = make_concepts(tmp_path)
     gen = tmp_path / "gen"

@@ -261,7 +261,7 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     images_dir = Path(images_dir)
     out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
     folders = find_indexed_folders(images_dir, skip=[out_dir])
-    check_writable(out_dir)  # before any model loads
+    check_writable(out_dir / CACHE_DIRNAME)  # before any model loads, and before the old results are let go
     # Old results must not look finished if this run stops half-way: evaluation.json is the done marker.
     (out_dir / "evaluation.json").unlink(missing_ok=True)
     concepts = {f.concept_id: manifest.get(f.concept_id) for f in folders}
