@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -161,6 +162,17 @@ def test_a_word_where_a_score_belongs_is_one_line_and_no_report(tmp_path: Path, 
     with pytest.raises(TloraBenchError, match=rf"{table}' row 3, column '{column}': 'abc' is not a number"):
         make_report(root)
     assert not (root / "report").exists()
+
+
+def test_a_metric_with_no_value_gets_no_panel_and_no_warning(tmp_path: Path) -> None:
+    """Only the base prompt (no TS anywhere), as with `--set prompts=1`: the heat map shows CLIP-IS alone."""
+    root = make_evaluated_folder(tmp_path / "eval")
+    path = root / "evaluation" / "per_concept.csv"
+    pd.read_csv(path).assign(ts=float("nan")).to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = make_report(root)
+    assert (out / "plots" / "heat_map.png").is_file()
 
 
 def test_command(evaluated: Path) -> None:

@@ -85,11 +85,16 @@ def heat_map(concepts: pd.DataFrame) -> Figure | None:
     """Method x concept: TS and masked CLIP-IS, one panel each, values written in the cells."""
     if concepts.empty or not {"ts", "is_masked"} <= set(concepts.columns):
         return None
+    # A metric with no value at all (TS of a run with only the base prompt) gets no panel.
+    titles = {m: t for m, t in (("ts", "TS"), ("is_masked", "CLIP-IS (masked)")) if concepts[m].notna().any()}
+    if not titles:
+        return None
     tables = [concepts.pivot_table(index="method_label", columns="concept", values=m, aggfunc="mean")
-              for m in ("ts", "is_masked")]
+              for m in titles]
     rows, columns = tables[0].shape
-    figure = Figure(figsize=(min(4 + 0.9 * columns, 30) * 2, 1.5 + 0.45 * rows))
-    for axes, table, title in zip(figure.subplots(1, 2), tables, ("TS", "CLIP-IS (masked)"), strict=True):
+    figure = Figure(figsize=(min(4 + 0.9 * columns, 30) * len(titles), 1.5 + 0.45 * rows))
+    for axes, table, title in zip(np.atleast_1d(figure.subplots(1, len(titles))), tables, titles.values(),
+                                  strict=True):
         image = axes.imshow(table.to_numpy(float), aspect="auto", cmap="viridis")
         axes.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], rotation=60, ha="right", fontsize=7)
         axes.set_yticks(range(table.shape[0]), [str(i) for i in table.index], fontsize=7)
