@@ -206,14 +206,17 @@ def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | Non
     from tlora_bench.runner.executors import parse_devices
     from tlora_bench.runner.run import default_run_dir
 
+    gpus = tuple(parse_devices(devices))  # first: a --dry-run checks it too
     config = build_config(preset, assignments, **flags)
     folder = Path(run_dir) if run_dir else default_run_dir(config)
     if dry_run:
         click.echo(format_plan(config, folder))
         return
-    result = run(config, folder, executor=executor, devices=tuple(parse_devices(devices)), address=address,
+    result = run(config, folder, executor=executor, devices=gpus, address=address,
                  force_new=force_new, retry_failed=retry_failed, echo=click.echo)
     click.echo(format_outcomes(result))
+    if result.evaluation_error is not None:  # the jobs stand; the output above says what was done
+        click.echo(f"error: scoring failed: {result.evaluation_error}", err=True)
     if result.report is not None:  # the short table with intervals and the paper's numbers, as in the report
         click.echo(result.report.with_name("leaderboard.md").read_text())
     if not result.complete:
@@ -482,6 +485,7 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     """Generate every prompt's images for the adapter in DIR (a `train --out` folder or an adapter file)."""
     from pathlib import Path
 
+    from tlora_bench.concepts.data_root import writable_cache_dir
     from tlora_bench.sample import SampleOptions, generate
     from tlora_bench.train import ADAPTER_FILE
 
@@ -493,6 +497,7 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     options = SampleOptions(prompts=prompts, images_per_prompt=images_per_prompt, base_images=base_images,
                             batch_size=batch_size, base_seed=base_seed)
     root = Path(images_root) if images_root else adapter.parent / "images"
+    writable_cache_dir()  # tiny models are built there: an unusable cache is one line, before anything is written
     result = generate(adapter, root, options=options, device=device)
     click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
                f"in {result.seconds:.1f}s: {result.folder}")

@@ -6,31 +6,35 @@ import sys
 
 import click
 
-from tlora_bench.errors import TloraBenchError
+from tlora_bench.errors import EXIT_ERROR, TloraBenchError
 
 
 class ErrorLineGroup(click.Group):
     """A click group that turns TloraBenchError into `error: ...` on stderr and exit status 1, and a usage
-    mistake (an unknown option, a missing argument, a path that does not exist) into one such line, exit 2."""
+    mistake (an unknown option, a missing argument, a path that does not exist) into one such line, exit 1 too:
+    every user mistake exits 1 (click's own usage status, 2, is not used)."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:  # a bare `tlora-bench` (or group) asks for its help
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:
             where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
             click.echo(f"error: {e.format_message().rstrip('.')}{where}", err=True)
-            sys.exit(e.exit_code)
+            sys.exit(EXIT_ERROR)
         except click.Abort:
             click.echo("error: aborted", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except TloraBenchError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
 
 
 data_dir_option = click.option(

@@ -62,6 +62,9 @@ class RunConfig:
         object.__setattr__(self, "variants", MappingProxyType({k: MappingProxyType(dict(v))
                                                                 for k, v in self.variants.items()}))
         _check(bool(self.name.strip()), "name", "must not be empty")
+        _check_name(self.name)
+        _check(bool(self.concepts.strip()), "concepts",
+               "must not be empty; name a set (e.g. dreambooth25), concept ids (dog6,cat) or a manifest .toml")
         _check(len(self.methods) > 0, "methods", "name at least one method, e.g. methods = [\"tlora\"]")
         _check(len(set(self.methods)) == len(self.methods), "methods", f"lists a method twice: {self.methods}")
         _check(len(self.ranks) > 0 and all(r >= 1 for r in self.ranks), "ranks",
@@ -83,6 +86,7 @@ class RunConfig:
                f"must list distinct base seeds, got {list(self.seeds)}")
         _check_concepts(self.concepts)
         _check_data_dir(self)
+        _check_evaluation(self)
         _check_methods(self)
 
     def steps_for(self, method: str, default: int) -> int:
@@ -102,6 +106,25 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _check_name(name: str) -> None:
+    """The run folder is <output_dir>/<name>: a name with '/', '..' or a leading '/' would put it elsewhere."""
+    from tlora_bench.concepts.manifest import is_safe_name
+
+    _check(is_safe_name(name), "name", f"{_quote(name)} is not a safe folder name: use letters, digits, '_', '-', "
+                                       "'.', starting with a letter or digit (run --out chooses another folder)")
+
+
+def _check_evaluation(config: RunConfig) -> None:
+    """The scoring choices, checked now so a run never trains everything and then fails to score."""
+    from tlora_bench.metrics.extractors import DINO_EXTRACTORS
+    from tlora_bench.metrics.segmenters import SEGMENTERS
+
+    if config.segmenter not in SEGMENTERS:
+        raise unknown_name_error("segmenter (key 'segmenter')", config.segmenter, SEGMENTERS)
+    if config.dino not in DINO_EXTRACTORS:
+        raise unknown_name_error("DINO model (key 'dino')", config.dino, DINO_EXTRACTORS)
 
 
 def _check_concepts(spec: str) -> None:
@@ -262,9 +285,10 @@ def preset_names() -> list[str]:
 
 
 def read_preset(preset: str) -> dict[str, Any]:
-    """A bundled preset by name, or a path to a .toml file (anything that looks like a path or exists is read
-    as a file, through the checked TOML reader)."""
-    if preset.endswith(".toml") or "/" in preset or os.sep in preset or Path(preset).exists():
+    """A bundled preset by name, or a .toml file read through the checked TOML reader. Only a value ending in
+    .toml or holding a path separator is a file: a bare name is always a bundled preset, so a folder named
+    like one (`run --preset smoke --out smoke`) never shadows it."""
+    if preset.endswith(".toml") or any(sep and sep in preset for sep in ("/", os.sep, os.altsep)):
         return read_toml(preset)
     if preset not in preset_names():
         raise unknown_name_error("preset", preset, preset_names())

@@ -99,6 +99,8 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 def read_json(path: str | os.PathLike, fix: str) -> Any:
     """Parse a JSON file the tool wrote; unreadable or malformed is one line naming the file and `fix`."""
     path = Path(path)
+    if path.is_dir():  # the OS error would only say "Is a directory"
+        raise TloraBenchError(f"'{path}' is a folder; expected a JSON file: {fix}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.fileio import ensure_writable
 from tlora_bench.resources import bundled_concept_images
 
 DATA_ENV = "TLORA_BENCH_DATA"
@@ -20,6 +21,12 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tlora-bench"
+
+
+def writable_cache_dir() -> Path:
+    """The cache folder, created and proven writable (tiny models are built into it): checked before any work,
+    so an unusable cache is one line naming it, never a failure mid-way."""
+    return ensure_writable(cache_dir(), flag=f"cache folder: set ${CACHE_ENV} to a writable folder")
 
 
 def download_dir(dataset: str = "dreambooth") -> Path:
@@ -37,6 +44,9 @@ def resolve_data_root(data_dir: str | Path | None = None, dataset: str = "dreamb
         path, origin = bundled_concept_images(), "the copy bundled in this checkout"
     else:
         path, origin = download_dir(dataset), "the download cache"
+    if path.exists() and not path.is_dir():
+        raise TloraBenchError(f"data folder '{path}' (from {origin}) is a file, not a folder; point {origin} at the "
+                              f"folder that holds one sub-folder per concept")
     if not path.is_dir():
         raise TloraBenchError(
             f"data folder '{path}' (from {origin}) does not exist; run `tlora-bench concepts download`, "

@@ -127,8 +127,13 @@ def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: set[s
             raise _fail(path, where, f"unknown key '{key}'{did_you_mean(key, allowed)}")
 
 
+def is_safe_name(value: Any) -> bool:
+    """A name that can be a folder of results: no path separator, no '..', nothing absolute."""
+    return isinstance(value, str) and _SAFE_NAME.fullmatch(value) is not None
+
+
 def _safe_name(path: Path, where: str, what: str, value: Any) -> str:
-    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
+    if not is_safe_name(value):
         raise _fail(path, where, f"{what} {value!r} is not a safe name: use letters, digits, '_', '-', '.', "
                                  "starting with a letter or digit, with no '/' or '..'")
     return value

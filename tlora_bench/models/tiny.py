@@ -199,13 +199,22 @@ TINY_FOLDER_VERSION = 1  # bump when a tiny model's architecture changes: old ca
 TINY_BUILDERS = {"tiny-sdxl": "tiny_sdxl_pipeline", "tiny-flux": "tiny_flux_pipeline"}
 
 
+def check_tiny_cache(name: str) -> Path:
+    """The cache folder of a tiny model; unless it is complete, the cache must be writable (an unusable cache is
+    one line naming it and $TLORA_BENCH_CACHE): cheap, so callers check it before any work."""
+    from tlora_bench.concepts.data_root import cache_dir, writable_cache_dir
+
+    folder = cache_dir() / "models" / f"{name}-v{TINY_FOLDER_VERSION}"
+    if not (folder / "model_index.json").is_file():
+        writable_cache_dir()
+    return folder
+
+
 def tiny_model_folder(name: str) -> Path:
     """The diffusers folder of a tiny pipeline, written once to the cache, so that tiny models are loaded by
     the same `from_pretrained` code as real ones. Written to a temporary folder, then renamed: a folder with
     the final name is always complete."""
-    from tlora_bench.concepts.data_root import cache_dir
-
-    folder = cache_dir() / "models" / f"{name}-v{TINY_FOLDER_VERSION}"
+    folder = check_tiny_cache(name)
     if (folder / "model_index.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -23,16 +23,37 @@ OnOutcome = Callable[[JobOutcome], None]
 
 
 def parse_devices(value: str | None) -> list[str]:
-    """'0,1' -> ['cuda:0', 'cuda:1']; 'cpu' or 'cuda:0' kept; None -> ['auto']."""
-    if not value:
+    """`--devices 0,1` -> ['cuda:0', 'cuda:1']; None -> ['auto']. Every item must be a GPU number that exists,
+    listed once: checked before any work, so a run never stops on it mid-way or leaves a folder behind."""
+    if value is None:
         return ["auto"]
-    devices = []
-    for item in (v.strip() for v in value.split(",") if v.strip()):
-        devices.append(f"cuda:{item}" if item.isdigit() else item)
-    for device in devices:
-        if device not in ("cpu", "cuda", "auto") and not (device.startswith("cuda:") and device[5:].isdigit()):
-            raise TloraBenchError(f"--devices takes GPU numbers (0,1), cpu or cuda:N; got '{device}'")
-    return devices
+    items = [item.strip() for item in value.split(",")]
+    where = f"--devices {value!r}" if not value.isprintable() or not value.strip() else f"--devices {value}"
+    if not all(items):
+        raise TloraBenchError(f"{where}: an empty item; list GPU numbers separated by commas, e.g. 0,1")
+    bad = next((item for item in items if not (item.isascii() and item.isdigit())), None)
+    if bad is not None:
+        raise TloraBenchError(f"{where}: '{bad}' is not a GPU number; list GPU numbers, e.g. 0,1, or leave "
+                              "--devices out to run on one device (the GPU if there is one, else the CPU)")
+    numbers = [int(item) for item in items]
+    twice = next((n for n in numbers if numbers.count(n) > 1), None)
+    if twice is not None:
+        raise TloraBenchError(f"{where}: GPU {twice} is listed twice; list each GPU once")
+    _check_gpus_exist(where, numbers)
+    return [f"cuda:{n}" for n in numbers]
+
+
+def _check_gpus_exist(where: str, numbers: list[int]) -> None:
+    import torch
+
+    count = torch.cuda.device_count()  # 0 without a driver; honours CUDA_VISIBLE_DEVICES
+    if count == 0:
+        raise TloraBenchError(f"{where}: no CUDA GPU is visible on this machine; leave --devices out to run on "
+                              "the CPU")
+    missing = next((n for n in numbers if n >= count), None)
+    if missing is not None:
+        raise TloraBenchError(f"{where}: there is no GPU {missing} (this machine has {count}, numbered 0 to "
+                              f"{count - 1}); list GPUs that exist")
 
 
 def execute(jobs: Sequence[Job], run_dir: Path, *, executor: str = "local", devices: Sequence[str] = ("auto",),

@@ -40,10 +40,23 @@ class JobOutcome:
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
+    """A job's marker, or None when it is absent, cut short by a crash or not a JSON object: not finished."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # absent, or cut short by a crash: not finished
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def check_job_files(jobs: list[Job], run_dir: Path) -> None:
+    """A folder where a job writes a file (done.json, failed.json, job.json) would fail that job at its end:
+    refused before any work, naming it."""
+    for job in jobs:
+        for name in (DONE_FILE, FAILED_FILE, JOB_FILE):
+            path = run_dir / job.folder / name
+            if path.is_dir():
+                raise TloraBenchError(f"'{path}' is a folder, where job {job.id} keeps its {name} file; remove "
+                                      "that folder (the job then runs again), and re-run")
 
 
 def _backend(job: Job, device: str):

@@ -32,10 +32,15 @@ from tlora_bench.fileio import (
     read_json,
     remove_stale_temporaries,
 )
-from tlora_bench.runner.jobs import IMAGES_DIR, JobOutcome
+from tlora_bench.runner.jobs import IMAGES_DIR, JobOutcome, check_job_files
 from tlora_bench.runner.plan import Job, plan_jobs
 
 EVALUATION_DIR = "evaluation"
+# Config keys that only choose how images are scored: no job's content hash holds them, so a run folder may be
+# scored again under other values without --force-new (the feature cache keys on the extractor and the mask).
+EVALUATION_KEYS = ("segmenter", "dino", "bootstrap", "tiny_extractors")
+RESCORE_HINT = (f"the finished jobs are kept: fix the cause and re-run the same command to score them "
+                f"({', '.join(EVALUATION_KEYS)} may change without --force-new)")
 PROTOCOL = {  # REFERENCE.md decisions every result depends on (sections 1-5)
     "rank_schedule": "r(t) = floor(((T - t) / T)^gamma (r - r_min)) + r_min, clamped; one mask per sample",
     "ortho_init": "thin SVD of R ~ N(0, 1/r^2), last r components, correctly paired",
@@ -69,16 +74,26 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
-def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> None:
+def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[str]:
     """A folder holds one config: a different one is refused, naming the first difference, or (force_new)
-    the old run is moved aside, never deleted."""
+    the old run is moved aside, never deleted. Returns the evaluation keys that changed when only those did:
+    the run is then scored again under the new values."""
     path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    saved, ours = read_json(path, "pass --force-new to start a new run there"), config.to_dict()
+    if not path.exists():
+        return []
+    try:
+        saved = read_json(path, "remove it, or pass --force-new to move the run aside and start anew there")
+    except TloraBenchError:
+        if not force_new:
+            raise
+        saved = None  # unreadable: differs from every config, so it is moved aside below
+    ours = config.to_dict()
     differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
     if not differing:
-        return
+        return []
+    if isinstance(saved, dict) and all(key in EVALUATION_KEYS for key in differing):
+        return differing
+    differing.sort(key=lambda key: key in EVALUATION_KEYS)  # name a key that blocks the re-run first
     if not force_new:
         key, saved = differing[0], saved if isinstance(saved, dict) else {}
         raise TloraBenchError(f"'{run_dir}' holds a run with {key}={saved.get(key)!r}, not {ours.get(key)!r}"
@@ -86,6 +101,7 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> None:
                               "use another --out, or --force-new to move the old run aside")
     aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.rename(aside)
+    return []
 
 
 def _write_provenance(run_dir: Path, config: RunConfig, device: str) -> None:
@@ -105,6 +121,17 @@ def _write_provenance(run_dir: Path, config: RunConfig, device: str) -> None:
                        model_id=config.model_path or spec.hub_id or "tiny (built locally)",
                        model_revision=config.revision or spec.revision, vae_id=config.vae_path or spec.vae_id)
     atomic_write_text(path, json.dumps({"protocol": PROTOCOL, "sessions": [*sessions, entry]}, indent=2) + "\n")
+
+
+def _check_cache(config: RunConfig) -> None:
+    """A tiny model is built into the cache on first use: its cache is checked before anything is written, so
+    an unusable cache is one line, not every job failing."""
+    from tlora_bench.models import backend_spec
+    from tlora_bench.models.tiny import TINY_BUILDERS, check_tiny_cache
+
+    spec = backend_spec(config.model)
+    if spec.hub_id is None and not config.model_path and spec.name in TINY_BUILDERS:
+        check_tiny_cache(spec.name)
 
 
 def data_root(config: RunConfig) -> Path | None:
@@ -128,10 +155,14 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     jobs = plan_jobs(config)  # every name and value checked before anything is written
     data_root(config)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    check_run_folder(run_dir, config, force_new)
+    _check_cache(config)
+    rescore = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
+    check_job_files(jobs, run_dir)
     ensure_writable(run_dir)
     remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
-    if not (run_dir / "config.json").is_file():
+    if rescore:
+        echo(f"scoring '{run_dir}' again with {', '.join(f'{k}={getattr(config, k)!r}' for k in rescore)}")
+    if rescore or not (run_dir / "config.json").is_file():  # config.json names the settings the scores used
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     _write_provenance(run_dir, config, devices[0])
     echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}")
@@ -180,8 +211,7 @@ def _score(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
                                      out_dir=run_dir / EVALUATION_DIR, options=options,
                                      on_problem=lambda message: echo(f"warning: {message}"))
     except TloraBenchError as e:  # e.g. evaluation weights missing offline: jobs stay done, scoring can re-run
-        result.evaluation_error = str(e)
-        echo(f"error: scoring failed: {e}")
+        result.evaluation_error = f"{e}; {RESCORE_HINT}"  # the caller reports it (the CLI: on stderr)
         return
     result.leaderboard = leaderboard(evaluation.per_method, jobs, result.outcomes)
     atomic_write_text(run_dir / "leaderboard.csv", result.leaderboard.to_csv(index=False))
