@@ -18,6 +18,7 @@ from tlora_bench.train import (
     ADAPTER_FILE,
     CHECKPOINT_FILE,
     LOG_FILE,
+    SPEC_FILE,
     TrainingDiverged,
     TrainSpec,
     resolve_recipe,
@@ -175,3 +176,59 @@ def test_recipe_takes_method_and_backend_defaults_and_overrides():
     assert (svdiff.steps, svdiff.lr, svdiff.weight_decay) == (7, 5e-4, 0.01)
     with pytest.raises(TloraBenchError, match="has no rank"):
         resolve_recipe(TrainSpec(method="oft", concept="dog6", rank=8))
+
+
+def test_a_finished_folder_answers_only_for_its_own_adapter(workspace, tmp_path):
+    """The adapter's own record of its training decides "already trained", not train_spec.json (which may be
+    missing or a folder); an unreadable adapter is refused, never taken as finished."""
+    import shutil
+
+    backend, manifest = workspace["backend"], workspace["manifest"]
+    job = spec(manifest, "lora-4", steps=1)
+    train(job, tmp_path / "a", backend=backend, progress=False)
+    for name, damage, message in (
+            ("no-spec", lambda d: (d / SPEC_FILE).unlink(), "an adapter trained with concept='rex', not 'mug'"),
+            ("spec-folder", lambda d: ((d / SPEC_FILE).unlink(), (d / SPEC_FILE).mkdir()), "is a folder")):
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+        damage(tmp_path / name)
+        with pytest.raises(TloraBenchError, match=message):
+            train(spec(manifest, "lora-4", steps=1, concept="mug"), tmp_path / name, backend=backend)
+    assert train(job, tmp_path / "no-spec", backend=backend).already_done  # the same spec: its adapter stands
+    shutil.copytree(tmp_path / "a", tmp_path / "cut")
+    (tmp_path / "cut" / ADAPTER_FILE).write_bytes((tmp_path / "a" / ADAPTER_FILE).read_bytes()[:100])
+    with pytest.raises(TloraBenchError, match=r"not a readable safetensors file.*delete"):
+        train(job, tmp_path / "cut", backend=backend)
+
+
+def test_a_rank_above_a_layer_width_is_refused_for_every_rank_sized_method(workspace, tmp_path):
+    """tiny's attention layers are 64 wide: r=65 adds parameters and no rank, r=100000 would allocate GBs."""
+    from tlora_bench.adapters.catalog import size_problem
+
+    for method in ("lora", "vanilla-tlora", "ortho-lora", "tlora"):
+        recipe = resolve_recipe(TrainSpec(method=f"{method}-65", concept="rex", model="tiny"))
+        assert "rank r=65 is impossible" in size_problem("tiny", recipe.adapter_config)
+        assert size_problem("tiny", resolve_recipe(TrainSpec(method=f"{method}-64", concept="rex",
+                                                             model="tiny")).adapter_config) is None
+    with pytest.raises(TloraBenchError, match="rank r=100000 is impossible"):
+        train(spec(workspace["manifest"], "lora-100000"), tmp_path / "out", backend=workspace["backend"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(lr=-1.0), "lr must be a finite number above 0"), (dict(lr=float("inf")), "lr must be a finite"),
+    (dict(weight_decay=-1.0), "weight_decay must be"), (dict(max_grad_norm=-1.0), "max_grad_norm must be"),
+    (dict(token=""), "token must be one word"), (dict(token="{x}"), "token must be one word"),
+    (dict(adapter={"alpha": "abc"}), "option 'alpha' must be a finite number"),
+    (dict(adapter={"seed": 1}), "option 'seed' is the training seed"),
+    (dict(adapter={"r": 8}, rank=4, method="lora"), "'r=8' and --rank 4"),
+    (dict(adapter={"alpha": -4}), "alpha must be positive"),
+])
+def test_bad_training_values_fail_before_anything_is_written(workspace, tmp_path, values, message):
+    with pytest.raises(TloraBenchError, match=message):
+        train(spec(workspace["manifest"], **{"method": "lora-4", **values}), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_target_modules_string_is_a_list_of_names():
+    recipe = resolve_recipe(TrainSpec(method="lora-4", concept="rex", adapter={"target_modules": "to_q, to_k"}))
+    assert recipe.adapter_config.target_modules == ("to_q", "to_k")

@@ -432,7 +432,7 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--vae-path", default=None, help="A hub id or local folder for the VAE (SD-XL: the fp16-fix VAE).")
 @click.option("--revision", default=None, help="Hub revision of the model.")
 @click.option("--precision", default="fp32", show_default=True,
-              help="fp32 (the authors) or bf16 (base model in bf16, adapter and optimizer in fp32).")
+              help="fp32 (the authors), bf16 or fp16 (base model in half precision, adapter and optimizer in fp32).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the method's, e.g. T-LoRA 800).")
 @click.option("--optimizer", default=None, help="adamw or prodigy (default: the model's; FLUX uses prodigy).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the method's).")

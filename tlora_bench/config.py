@@ -168,17 +168,35 @@ def _check_methods(config: RunConfig) -> None:
 
 
 def _check_sizes(config: RunConfig, variants: list) -> None:
-    """Each variant's size must be possible on the chosen model (OFT and GSOFT block counts divide every adapted
-    width, ranks fit every layer): checked on the weightless model, so a run never fails on it mid-way."""
+    """Each variant's training spec, built as its jobs build it, so `train`'s checks run now and a run never fails
+    on them mid-way: every training and adapter option, the size on the chosen model (OFT and GSOFT block counts
+    divide every adapted width, ranks fit every layer; on the weightless model) and the number of training
+    images of every selected concept."""
     from tlora_bench.adapters.catalog import size_problem
-    from tlora_bench.train import TrainSpec, resolve_recipe
+    from tlora_bench.concepts import select_concepts
+    from tlora_bench.train import TrainSpec, check_token, resolve_recipe
 
+    try:
+        check_token(config.token)
+    except TloraBenchError as e:
+        raise TloraBenchError(f"config key 'token': {e}") from None
+    _, concepts = select_concepts(config.concepts)
     for variant in variants:
-        recipe = resolve_recipe(TrainSpec(method=variant.method, concept="-", model=config.model,
-                                          adapter=variant.adapter))
+        try:
+            spec = TrainSpec(method=variant.method, concept="-", model=config.model, adapter=variant.adapter,
+                             precision=config.precision, token=config.token, checkpoint_every=config.checkpoint_every,
+                             **variant.train)
+            recipe = resolve_recipe(spec)
+        except TloraBenchError as e:
+            raise TloraBenchError(f"variant '{variant.label}': {e}") from None
         problem = size_problem(config.model, recipe.adapter_config)
         if problem:
             raise TloraBenchError(f"config key 'methods': {variant.label} on model '{config.model}': {problem}")
+        short = next((c for c in concepts if len(c.images) < spec.train_images), None)
+        if short is not None:
+            raise TloraBenchError(f"variant '{variant.label}': train_images = {spec.train_images}, but concept "
+                                  f"'{short.id}' has {len(short.images)} images; use at most "
+                                  f"{min(len(c.images) for c in concepts)}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

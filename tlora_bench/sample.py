@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes, ensure_writable
+from tlora_bench.fileio import atomic_write_bytes, check_writable, ensure_writable
 from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
 from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
 
@@ -159,7 +159,8 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     info = read_adapter_info(adapter_path)
     label = label or info.label
     concept, items = plan_items(info, options)
-    folder = ensure_writable(Path(images_root) / label / concept.id)
+    folder = Path(images_root) / label / concept.id
+    check_writable(folder)  # created only once the model and adapter load: a failed start leaves no folder
     model_name = info.spec.model
     info = AdapterInfo(**{**info.__dict__, "label": label})
     names = image_names(items)
@@ -168,9 +169,10 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     todo = [item for item in items if names[item] not in done]
     kept = len(done)
     if todo:
-        (folder / INDEX_FILE).unlink(missing_ok=True)  # an index names finished folders only
         backend = backend or _load_backend(info, device)
         with adapter_loaded(backend, info):
+            ensure_writable(folder)
+            (folder / INDEX_FILE).unlink(missing_ok=True)  # an index names finished folders only
             _sample_items(backend, info, items, todo, folder, done, options, progress, on_image)
     _write_index(folder, info, items, done)
     return SampleResult(folder, len(items), len(todo), kept, time.perf_counter() - started)

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tlora_bench.errors import TloraBenchError
+from tlora_bench.devices import PRECISIONS
+from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import (
     atomic_write_bytes,
     atomic_write_text,
@@ -58,7 +59,7 @@ class TrainSpec:
     model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
     vae_path: str | None = None
     revision: str | None = None
-    precision: str = "fp32"  # fp32 (the authors); bf16: base model in bf16, adapter and optimizer in fp32
+    precision: str = "fp32"  # fp32 (the authors); bf16, fp16: base model in half precision, adapter and optimizer fp32
     steps: int | None = None  # None: the method's default (REFERENCE.md section 3)
     optimizer: str | None = None  # None: the backend's default (adamw; prodigy for FLUX)
     lr: float | None = None  # None: the method's default (prodigy: 1.0)
@@ -79,9 +80,16 @@ class TrainSpec:
         refuse_data_dir_with_manifest(self.manifest, self.data_dir)
         if self.timestep_range is not None:
             object.__setattr__(self, "timestep_range", tuple(self.timestep_range))
+            if len(self.timestep_range) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                        for v in self.timestep_range):
+                raise TloraBenchError(f"timestep range must be two integers low,high, got {self.timestep_range}")
             low, high = self.timestep_range
             if not 0 <= low < high <= 1000:
                 raise TloraBenchError(f"timestep range must be low,high with 0 <= low < high <= 1000, got {low},{high}")
+        for key in ("batch_size", "train_images", "seed", "checkpoint_every", "steps"):
+            value = getattr(self, key)
+            if not (value is None and key == "steps") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise TloraBenchError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
         for key in ("batch_size", "train_images"):
             if getattr(self, key) < 1:
                 raise TloraBenchError(f"{key} must be at least 1, got {getattr(self, key)}")
@@ -89,10 +97,14 @@ class TrainSpec:
             raise TloraBenchError(f"steps must be at least 1, got {self.steps}")
         if self.checkpoint_every < 0:
             raise TloraBenchError(f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
+        _check_number("lr", self.lr, above_zero=True)
+        _check_number("weight_decay", self.weight_decay, above_zero=False)
+        _check_number("max_grad_norm", self.max_grad_norm, above_zero=False, note=" (0: no clipping)")
+        check_token(self.token)
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            from tlora_bench.errors import unknown_name_error
-
             raise unknown_name_error("optimizer", self.optimizer, OPTIMIZERS)
+        if self.precision not in PRECISIONS:
+            raise unknown_name_error("precision", self.precision, PRECISIONS)
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -110,6 +122,26 @@ class TrainSpec:
         if unknown:
             raise TloraBenchError(f"unknown training option '{unknown[0]}'")
         return cls(**data)
+
+
+def _check_number(key: str, value: Any, *, above_zero: bool, note: str = "") -> None:
+    """An optional optimizer value: a finite number, above 0 or at least 0 (torch checks these only once the
+    model has loaded, and lets infinity through)."""
+    if value is None:
+        return
+    bound = "above 0" if above_zero else "0 or more"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        raise TloraBenchError(f"{key} must be a finite number {bound}{note}, got {value!r}")
+
+
+def check_token(token: Any) -> None:
+    """The token stands for V* in every prompt: one word, as `config --set token=` requires; braces would read as
+    a template field where prompts are formatted."""
+    if not isinstance(token, str) or not token or not token.isprintable() or any(
+            c.isspace() or c in "{}" for c in token):
+        raise TloraBenchError(f"token must be one word without spaces or braces, got {token!r}; e.g. --token "
+                              f"{DEFAULT_TOKEN}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,7 @@ def resolve_recipe(spec: TrainSpec, num_train_timesteps: int = 1000) -> Recipe:
     method, size = parse_method(spec.method)
     backend = backend_spec(spec.model)
     options = dict(spec.adapter)
+    _refuse_flag_options(spec, method, size, options)
     label = spec.method
     if size is None and spec.rank is not None:
         if method.size_field != "r":
@@ -155,6 +188,25 @@ def resolve_recipe(spec: TrainSpec, num_train_timesteps: int = 1000) -> Recipe:
                   lr=default_lr if spec.lr is None else spec.lr,
                   weight_decay=method.weight_decay if spec.weight_decay is None else spec.weight_decay,
                   mergeable=method.mergeable)
+
+
+def _refuse_flag_options(spec: TrainSpec, method, size: int | None, options: Mapping[str, Any]) -> None:
+    """Adapter options that a flag or the label sets are refused: two places for one value would disagree."""
+    if "seed" in options:
+        raise TloraBenchError("option 'seed' is the training seed (train --seed, a run's seeds), which also seeds "
+                              "the adapter init; drop the adapter option and set the training seed")
+    field = method.size_field
+    if field is None or field not in options:
+        return
+    given = f"option '{field}={options[field]}'"
+    if spec.rank is not None:
+        raise TloraBenchError(f"{given} and --rank {spec.rank} both set the rank; give it once, with --rank")
+    if size is not None:
+        raise TloraBenchError(f"{given} and the method label '{spec.method}' both set the size; give it once, in "
+                              "the label")
+    example = f"--rank {options[field]} or " if field == "r" else ""
+    raise TloraBenchError(f"{given} sets the size of '{method.name}'; give it with {example}the label "
+                          f"'{method.name}-{options[field]}' instead, so results are named by it")
 
 
 def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -179,22 +231,55 @@ class TrainResult:
     already_done: bool = False
 
 
+def _plain_spec(spec: TrainSpec) -> dict[str, Any]:
+    """The spec as it reads back from JSON (tuples as lists), to compare with a saved one."""
+    return json.loads(json.dumps(spec.to_dict()))
+
+
+def _refuse_other_spec(out_dir: Path, saved: Any, spec: TrainSpec, what: str) -> None:
+    """Refuse a folder whose saved spec differs from `spec`, naming the first difference."""
+    saved, ours = saved if isinstance(saved, dict) else {}, _plain_spec(spec)
+    differing = differing_keys(saved, ours)
+    if differing:
+        key = differing[0]
+        raise TloraBenchError(f"'{out_dir}' holds {what} with {key}={saved.get(key)!r}, not {ours.get(key)!r}; use "
+                              "another --out folder or delete this one")
+
+
 def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
     """A folder trains one spec: resuming with another is refused, naming the first difference."""
     path = out_dir / SPEC_FILE
-    if not path.is_file():
+    if not path.exists():  # a folder in its place is refused by the reader
         check_writable(out_dir)
         return
-    saved, ours = read_json(path, "delete the folder to start again"), spec.to_dict()
-    differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
-    if differing:
-        key, saved = differing[0], saved if isinstance(saved, dict) else {}
-        raise TloraBenchError(f"'{out_dir}' holds a training run with {key}={saved.get(key)!r}, not "
-                              f"{ours.get(key)!r}; use another --out folder or delete this one")
+    _refuse_other_spec(out_dir, read_json(path, "delete the folder to start again"), spec, "a training run")
+
+
+def check_finished_adapter(out_dir: Path, spec: TrainSpec) -> None:
+    """A folder's adapter counts as this spec's result only if the spec it records (metadata `train_spec`)
+    is this one: train_spec.json may be missing, or the adapter copied in from another run."""
+    from tlora_bench.adapters.io import read_adapter_config, read_adapter_metadata
+
+    path = out_dir / ADAPTER_FILE
+    fix = f"delete '{out_dir}' to train again, or use another --out folder"
+    try:
+        metadata = read_adapter_metadata(path)
+        read_adapter_config(path)
+        saved = json.loads(metadata["train_spec"]) if "train_spec" in metadata else None
+    except TloraBenchError as e:
+        raise TloraBenchError(f"{e}; the adapter in the --out folder is unusable: {fix}") from None
+    except (ValueError, RecursionError) as e:
+        raise TloraBenchError(f"adapter file '{path}' has an unreadable training spec ({type(e).__name__}); "
+                              f"{fix}") from None
+    if saved is None:
+        raise TloraBenchError(f"adapter file '{path}' records no training spec (not written by `tlora-bench "
+                              f"train`); {fix}")
+    _refuse_other_spec(out_dir, saved, spec, "an adapter trained")
 
 
 def write_spec_file(out_dir: Path, spec: TrainSpec) -> None:
-    """Claim the folder for `spec` (once the model has loaded: a failed start leaves nothing behind)."""
+    """Claim the folder for `spec` (once the model has loaded and the adapter is attached: a failed start
+    leaves nothing behind)."""
     if not (out_dir / SPEC_FILE).is_file():
         ensure_writable(out_dir)
         atomic_write_text(out_dir / SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
@@ -202,8 +287,10 @@ def write_spec_file(out_dir: Path, spec: TrainSpec) -> None:
 
 
 def training_images(spec: TrainSpec) -> tuple[Any, list[Path]]:
-    """The concept and the paths of its first `train_images` images, the training image first."""
+    """The concept and the paths of its first `train_images` images, the training image first (a path that
+    resolves outside the concept's folder, through a symlink, is refused)."""
     from tlora_bench.concepts import bundled_manifest, load_manifest, resolve_data_root
+    from tlora_bench.concepts.manifest import contained
 
     manifest = load_manifest(spec.manifest) if spec.manifest else bundled_manifest()
     concept = manifest.get(spec.concept)
@@ -212,7 +299,24 @@ def training_images(spec: TrainSpec) -> tuple[Any, list[Path]]:
     if spec.train_images > len(names):
         raise TloraBenchError(f"concept '{concept.id}' has {len(names)} images; --images {spec.train_images} "
                               "asks for more")
-    return concept, [concept.dir(root) / name for name in names[:spec.train_images]]
+    return concept, [contained(concept.dir(root), name) for name in names[:spec.train_images]]
+
+
+def check_training_images(image_paths: list[Path]) -> None:
+    """Decode every training image now: a missing or corrupt file is one line before the model loads."""
+    from tlora_bench.concepts.images import load_image
+
+    for path in image_paths:
+        load_image(path)
+
+
+def check_size(spec: TrainSpec, recipe: Recipe) -> None:
+    """The adapter fits the model's layers (ranks, block counts), checked on its weightless skeleton."""
+    from tlora_bench.adapters.catalog import size_problem
+
+    problem = size_problem(spec.model, recipe.adapter_config)
+    if problem:
+        raise TloraBenchError(f"{recipe.label} on model '{spec.model}': {problem}")
 
 
 def _save_checkpoint(path: Path, step: int, model, optimizer, generator: torch.Generator) -> None:
@@ -273,15 +377,17 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
     out_dir = Path(out_dir)
     adapter_path = out_dir / ADAPTER_FILE
     concept, image_paths = training_images(spec)  # user errors before anything is written or loaded
-    resolve_recipe(spec)
     check_spec_file(out_dir, spec)
-    if adapter_path.is_file():
+    recipe = resolve_recipe(spec)
+    if adapter_path.exists():
+        check_finished_adapter(out_dir, spec)
         return TrainResult(out_dir, adapter_path, 0, 0, 0.0, already_done=True)
+    check_size(spec, recipe)
+    check_training_images(image_paths)
     if backend is None:
         backend = load_backend(spec.model, source=spec.model_path, revision=spec.revision,
                                vae_source=spec.vae_path, precision=spec.precision, device=device)
     recipe = resolve_recipe(spec, backend.num_train_timesteps)
-    write_spec_file(out_dir, spec)
     model = backend.denoiser
     attach_adapters(model, recipe.adapter_config, dtype=torch.float32)  # adapter in fp32 in every precision
     try:
@@ -307,6 +413,7 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
     examples = [backend.encode_training_image(path) for path in image_paths]
     params = trainable_parameters(model)
     optimizer = make_optimizer(recipe.optimizer, parameter_groups(model, recipe.lr, recipe.weight_decay), recipe.lr)
+    write_spec_file(out_dir, spec)  # the folder is claimed only once nothing before the loop can fail
     generator = torch.Generator("cpu").manual_seed(spec.seed)
     checkpoint, log_path = out_dir / CHECKPOINT_FILE, out_dir / LOG_FILE
     start = _load_checkpoint(checkpoint, model, optimizer, generator) if checkpoint.is_file() else 0

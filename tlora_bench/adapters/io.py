@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
 from tlora_bench import __version__
-from tlora_bench.adapters.layer import AdapterConfig
+from tlora_bench.adapters.layer import AdapterConfig, describe_type, fits_type
 from tlora_bench.adapters.model import adapter_config, adapter_layers, attach_adapters, detach_adapters
 from tlora_bench.adapters.registry import METHODS
 from tlora_bench.errors import TloraBenchError
@@ -92,8 +92,8 @@ def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
     data = {**data, "method": method}
     hints = typing.get_type_hints(spec.config_cls)
     for key, value in data.items():
-        if key in hints and not _fits(value, hints[key]):
-            raise TloraBenchError(f"{where}: config key '{key}' must be {_describe(hints[key])}, "
+        if key in hints and not fits_type(value, hints[key]):
+            raise TloraBenchError(f"{where}: config key '{key}' must be {describe_type(hints[key])}, "
                                   f"got {type(value).__name__} {_short(value)}")
     try:
         return spec.config_cls.from_dict(data)
@@ -119,33 +119,6 @@ def _one_line(e: BaseException) -> str:
 def _short(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:60] + "..."
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a config field's type (int, float, bool, str, tuple[str, ...], X | None)."""
-    args = typing.get_args(hint)
-    if type(None) in args:
-        return value is None or any(_fits(value, a) for a in args if a is not type(None))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
-    return True  # a type this check does not know: the config class checks it
-
-
-def _describe(hint: Any) -> str:
-    args = typing.get_args(hint)
-    if type(None) in args:
-        return " or ".join([_describe(a) for a in args if a is not type(None)] + ["null"])
-    if typing.get_origin(hint) is tuple:
-        return "a list of " + {int: "integers", str: "strings"}.get(args[0], str(args[0]))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def _split_key(key: str, layer_names: set[str]) -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -38,14 +39,58 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        """Rebuild a config; unknown keys are an error that names them (a file from another version)."""
+        """Rebuild a config; unknown keys, and values of the wrong type, are an error that names them (a file from
+        another version, a word where a number belongs in `--option`)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in fields:
                 raise TloraBenchError(f"unknown {cls.__name__} key '{key}'{did_you_mean(key, fields)}")
         hints = typing.get_type_hints(cls)
-        values = {k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in data.items()}
+        values = {key: _typed_value(key, value, hints[key]) for key, value in data.items()}
         return cls(**values)
+
+
+def _typed_value(key: str, value: Any, hint: Any) -> Any:
+    """`value` checked against a config field's type; a list field takes a comma-separated string ("to_q,to_k",
+    as `--option` gives it), never its characters."""
+    is_list = typing.get_origin(hint) is tuple
+    if is_list and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if is_list and isinstance(value, tuple):
+        value = list(value)
+    if not fits_type(value, hint):
+        text = " ".join(repr(value).split())
+        raise TloraBenchError(f"option '{key}' must be {describe_type(hint)}, got {type(value).__name__} "
+                              f"{text if len(text) <= 60 else text[:60] + '...'}")
+    return tuple(value) if is_list else value
+
+
+def fits_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (int, float, bool, str, tuple[str, ...], X | None); a
+    float must be finite (no config value means anything at NaN or infinity)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return value is None or any(fits_type(value, a) for a in args if a is not type(None))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, list) and all(fits_type(v, args[0]) for v in value)
+    return True  # a type this check does not know: the config class checks it
+
+
+def describe_type(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return " or ".join([describe_type(a) for a in args if a is not type(None)] + ["null"])
+    if typing.get_origin(hint) is tuple:
+        return "a list of " + {int: "integers", str: "strings"}.get(args[0], str(args[0]))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(hint, str(hint))
 
 
 def layer_seed(seed: int, layer_name: str) -> int:

@@ -79,10 +79,13 @@ def parse_method(label: str) -> tuple[MethodSpec, int | None]:
     return METHODS.get(label), None  # raises the did-you-mean error
 
 
-def make_config(label: str, **overrides: Any) -> AdapterConfig:
+def make_config(label: str, /, **overrides: Any) -> AdapterConfig:
     """The config for a method label, with user overrides (e.g. r_min, seed, target_modules)."""
     spec, size = parse_method(label)
     fields = spec.config_fields()
+    if size is not None and spec.size_field in overrides and overrides[spec.size_field] != size:
+        raise TloraBenchError(f"option '{spec.size_field}={overrides[spec.size_field]}' contradicts the size {size} "
+                              f"of '{label}'; give the size once, in the label")
     for key in overrides:
         if key in spec.fixed and overrides[key] != spec.fixed[key]:
             raise TloraBenchError(f"'{key}' is fixed to {spec.fixed[key]!r} by method '{spec.name}'; "

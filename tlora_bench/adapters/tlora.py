@@ -49,6 +49,10 @@ class TLoRAConfig(AdapterConfig):
                 raise unknown_name_error(f"{key} value", value, allowed)
         if self.gamma <= 0:
             raise TloraBenchError(f"gamma must be positive, got {self.gamma}")
+        if self.alpha is not None and self.alpha <= 0:  # a negative scale flips the update; zero removes it
+            raise TloraBenchError(f"alpha must be positive (the update is scaled by alpha / r), got {self.alpha}")
+        if self.num_train_timesteps < 1:
+            raise TloraBenchError(f"num_train_timesteps must be at least 1, got {self.num_train_timesteps}")
 
     @property
     def scale(self) -> float:
@@ -73,9 +77,13 @@ class TLoRALinear(AdapterLayer):
         out_features, in_features = base_layer.weight.shape
         r, device = config.r, base_layer.weight.device
         self.ortho = config.init == "svd"
-        if self.ortho and r > min(out_features, in_features):
+        # Checked before any tensor exists, so an absurd r is one line, not an allocation of its size; above
+        # min(out, in) the extra components add parameters and no rank.
+        if r > min(out_features, in_features):
+            most = min(out_features, in_features)
+            why = f"an SVD init has at most {most} components" if self.ortho else f"its update has rank at most {most}"
             raise TloraBenchError(f"rank r={r} is impossible for layer '{name}' ({out_features}x{in_features}): "
-                                  f"an SVD init has at most {min(out_features, in_features)} components; lower r")
+                                  f"{why}; lower r")
         self.timestep_dependent = config.mask
         self.A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.B = nn.Parameter(torch.empty(out_features, r, device=device, dtype=dtype))
