@@ -49,7 +49,7 @@ def test_user_preset_file(tmp_path: Path):
     ({"methods": ""}, "config key 'methods' name at least one method"),
     ({"methods": "tlora,tlorra"}, "config key 'methods': unknown method 'tlorra'; did you mean 'tlora'"),
     ({"methods": "lora-x"}, "config key 'methods': unknown method 'lora-x'"),
-    ({"token": "two words"}, "config key 'token' must be one word"),
+    ({"token": "two words"}, "config key 'token': token must be one word"),
     ({"images_per_prompt": "0"}, "config key 'images_per_prompt' must be at least 1"),
 ])
 def test_bad_values_name_the_key(overrides: dict, message: str):

@@ -71,3 +71,13 @@ def test_user_prompt_file(tmp_path: Path):
         load_prompt_set(str(bad))
     with pytest.raises(TloraBenchError, match="unknown prompt set 'lve'; did you mean 'live'"):
         load_prompt_set("lve")
+
+
+@pytest.mark.parametrize("token", ["", "two words", "a{0}", "{", "tab\there"])
+def test_a_token_that_is_not_one_word_is_refused_wherever_prompts_are_made(token: str):
+    from tlora_bench.config import RunConfig
+
+    with pytest.raises(TloraBenchError, match="token must be one word without spaces or braces"):
+        prompt_items(bundled_manifest().get("dog6"), token=token)
+    with pytest.raises(TloraBenchError, match="config key 'token'"):
+        RunConfig(token=token)

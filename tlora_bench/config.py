@@ -17,7 +17,7 @@ from typing import Any
 from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
-from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
+from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, check_token
 from tlora_bench.resources import bundled_names, bundled_path
 
 
@@ -77,7 +77,10 @@ class RunConfig:
             raise unknown_name_error("precision (key 'precision')", self.precision, PRECISIONS)
         for method, steps in self.steps.items():
             _check(steps >= 1, "steps", f"for '{method}' must be at least 1, got {steps}")
-        _check(bool(self.token) and " " not in self.token, "token", f"must be one word, got {self.token!r}")
+        try:
+            check_token(self.token)
+        except TloraBenchError as e:
+            raise TloraBenchError(f"config key 'token': {e}") from None
         for key in ("images_per_prompt", "base_images", "sample_batch_size", "bootstrap"):
             _check(getattr(self, key) >= 1, key, "must be at least 1")
         _check(self.prompts is None or self.prompts >= 1, "prompts", "must be at least 1")
@@ -174,12 +177,8 @@ def _check_sizes(config: RunConfig, variants: list) -> None:
     images of every selected concept."""
     from tlora_bench.adapters.catalog import size_problem
     from tlora_bench.concepts import select_concepts
-    from tlora_bench.train import TrainSpec, check_token, resolve_recipe
+    from tlora_bench.train import TrainSpec, resolve_recipe
 
-    try:
-        check_token(config.token)
-    except TloraBenchError as e:
-        raise TloraBenchError(f"config key 'token': {e}") from None
     _, concepts = select_concepts(config.concepts)
     for variant in variants:
         try:
@@ -303,10 +302,11 @@ def preset_names() -> list[str]:
 
 
 def read_preset(preset: str) -> dict[str, Any]:
-    """A bundled preset by name, or a .toml file read through the checked TOML reader. Only a value ending in
-    .toml or holding a path separator is a file: a bare name is always a bundled preset, so a folder named
-    like one (`run --preset smoke --out smoke`) never shadows it."""
-    if preset.endswith(".toml") or any(sep and sep in preset for sep in ("/", os.sep, os.altsep)):
+    """A bundled preset by name, or a file read through the checked TOML reader. A bundled preset's bare name
+    always means the preset, so a folder named like one (`run --preset smoke --out smoke`) never shadows it;
+    any other value ending in .toml, holding a path separator or naming an existing file is a file."""
+    is_path = preset.endswith(".toml") or any(sep and sep in preset for sep in ("/", os.sep, os.altsep))
+    if is_path or (preset not in preset_names() and Path(preset).exists()):
         return read_toml(preset)
     if preset not in preset_names():
         raise unknown_name_error("preset", preset, preset_names())

@@ -35,7 +35,7 @@ from tlora_bench.fileio import (
     read_json,
     remove_stale_temporaries,
 )
-from tlora_bench.prompts import DEFAULT_TOKEN
+from tlora_bench.prompts import DEFAULT_TOKEN, check_token
 
 ADAPTER_FILE = "adapter.safetensors"
 SPEC_FILE = "train_spec.json"
@@ -133,15 +133,6 @@ def _check_number(key: str, value: Any, *, above_zero: bool, note: str = "") -> 
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number or not math.isfinite(value) or value < 0 or (above_zero and value == 0):
         raise TloraBenchError(f"{key} must be a finite number {bound}{note}, got {value!r}")
-
-
-def check_token(token: Any) -> None:
-    """The token stands for V* in every prompt: one word, as `config --set token=` requires; braces would read as
-    a template field where prompts are formatted."""
-    if not isinstance(token, str) or not token or not token.isprintable() or any(
-            c.isspace() or c in "{}" for c in token):
-        raise TloraBenchError(f"token must be one word without spaces or braces, got {token!r}; e.g. --token "
-                              f"{DEFAULT_TOKEN}")
 
 
 @dataclass(frozen=True)

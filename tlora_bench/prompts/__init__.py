@@ -20,6 +20,15 @@ IMAGES_PER_PROMPT = 5  # contextual prompts (REFERENCE.md section 4)
 IMAGES_PER_BASE_PROMPT = 15  # the base prompt "a photo of a {0}", used for IS and DINO-IS
 
 
+def check_token(token: object) -> None:
+    """The token stands for V* in every prompt: one word (`--token`, `--set token=`); braces would read as
+    a template field where prompts are formatted."""
+    if not isinstance(token, str) or not token or not token.isprintable() or any(
+            c.isspace() or c in "{}" for c in token):
+        raise TloraBenchError(f"token must be one word without spaces or braces, got {token!r}; e.g. --token "
+                              f"{DEFAULT_TOKEN}")
+
+
 @dataclass(frozen=True)
 class PromptItem:
     """One image to generate: which template, the prompt fed to the model, its index and its seed."""
@@ -67,6 +76,7 @@ def prompt_set_for(concept: Concept) -> str:
 
 
 def subject_phrase(concept: Concept, token: str = DEFAULT_TOKEN) -> str:
+    check_token(token)
     return f"{token} {concept.class_word}"
 
 
