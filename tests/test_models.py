@@ -39,6 +39,13 @@ def test_tiny_sdxl_round_trips_through_the_folder_format_and_from_pretrained():
     assert ids == built.tokenizer("a photo of sks dog").input_ids
 
 
+def test_building_a_tiny_model_prints_nothing(monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("TLORA_BENCH_CACHE", str(tmp_path))
+    capfd.readouterr()
+    assert (tiny_model_folder("tiny-flux") / "model_index.json").is_file()
+    assert capfd.readouterr() == ("", "")  # a user's first train prints its own lines only
+
+
 def test_tiny_models_do_not_touch_the_global_generator():
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -217,10 +217,13 @@ def tiny_model_folder(name: str) -> Path:
     folder = check_tiny_cache(name)
     if (folder / "model_index.json").is_file():
         return folder
+    from tlora_bench.models.backend import quiet_loading
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        globals()[TINY_BUILDERS[name]](seed=0).save_pretrained(tmp)
+        with quiet_loading():  # no "Writing model shards" bar on stderr the first time
+            globals()[TINY_BUILDERS[name]](seed=0).save_pretrained(tmp)
         os.replace(tmp, folder)
     except OSError:
         if not (folder / "model_index.json").is_file():  # not a lost race with another process
