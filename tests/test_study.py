@@ -241,3 +241,20 @@ def test_bad_answer_file_header(made: Path, tmp_path: Path) -> None:
     path.write_text("rater,trial,question,answer\nx,y,1,left\n")
     result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(made / "key.csv")])
     assert result.exit_code == 1 and "missing column 'trial_id'" in result.output
+
+
+def test_answer_and_key_files_read_alike(made: Path, tmp_path: Path) -> None:
+    """One checked CSV reader: a key saved with a byte-order mark (a spreadsheet) still reads; an oversized field
+    is one line naming the file."""
+    key = tmp_path / "key-bom.csv"
+    key.write_text("\ufeff" + (made / "key.csv").read_text(), encoding="utf-8")
+    rows = [("rater-01", r["trial_id"], q.number, "left") for r in read_key_rows(made / "key.csv")[:1]
+            for q in QUESTIONS]
+    answers = write_answers(tmp_path / "answers.csv", rows)
+    result = CliRunner().invoke(study, ["analyze", str(answers), "--key", str(key), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    huge = tmp_path / "huge.csv"
+    huge.write_text("rater,trial_id,question,answer\nx," + "y" * 200_000 + ",1,left\n")
+    result = CliRunner().invoke(study, ["analyze", str(huge), "--key", str(made / "key.csv")])
+    assert result.exit_code == 1 and f"cannot read an answer file '{huge}'" in result.output
+    assert result.output.count("\n") == 1, result.output

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,22 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise TloraBenchError(f"cannot read '{path}' ({type(e).__name__}: {_one_line(e)}); {fix}") from None
+
+
+def read_csv_rows(path: str | os.PathLike, columns: Sequence[str], what: str,
+                  fix: str) -> list[tuple[int, dict[str, str]]]:
+    """The data rows of a CSV file (a byte-order mark allowed), numbered from 1, once its header holds `columns`;
+    an unreadable file or a missing column is one line naming the file, `what` it should be and `fix`."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise TloraBenchError(f"{path}: not {what} (missing column '{missing[0]}'); {fix}")
+            return list(enumerate(reader, 1))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TloraBenchError(f"cannot read {what} '{path}' ({_one_line(e)}); {fix}") from None
 
 
 def differing_keys(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:

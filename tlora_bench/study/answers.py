@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError, did_you_mean
+from tlora_bench.fileio import read_csv_rows
 from tlora_bench.study.keyfile import Trial
 from tlora_bench.study.questions import ANSWERS, QUESTION_NUMBERS
 
@@ -44,26 +44,18 @@ def read_answers(paths: Sequence[str | Path], key: Mapping[str, Trial]) -> list[
     for path in map(Path, paths):
         first_row: dict[tuple[str, str], int] = {}
         asked: dict[tuple[str, str], set[int]] = {}
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise TloraBenchError(f"{path}: missing column '{missing[0]}' (an answer file has columns "
-                                          f"{', '.join(COLUMNS)})")
-                for number, raw in enumerate(reader, 1):
-                    answer = _parse(raw, f"{path} row {number}", key)
-                    slot = (answer.rater, answer.trial_id, answer.question)
-                    if slot in seen:
-                        raise TloraBenchError(f"{path} row {number}: rater '{answer.rater}' answered question "
-                                              f"{answer.question} of trial '{answer.trial_id}' twice "
-                                              f"(first at {seen[slot]})")
-                    seen[slot] = answer.source
-                    first_row.setdefault(slot[:2], number)
-                    asked.setdefault(slot[:2], set()).add(answer.question)
-                    answers.append(answer)
-        except (OSError, UnicodeDecodeError) as e:
-            raise TloraBenchError(f"cannot read answer file '{path}' ({e})") from None
+        rows = read_csv_rows(path, COLUMNS, "an answer file",
+                             f"pass the CSV a study form saved (columns {', '.join(COLUMNS)})")
+        for number, raw in rows:
+            answer = _parse(raw, f"{path} row {number}", key)
+            slot = (answer.rater, answer.trial_id, answer.question)
+            if slot in seen:
+                raise TloraBenchError(f"{path} row {number}: rater '{answer.rater}' answered question "
+                                      f"{answer.question} of trial '{answer.trial_id}' twice (first at {seen[slot]})")
+            seen[slot] = answer.source
+            first_row.setdefault(slot[:2], number)
+            asked.setdefault(slot[:2], set()).add(answer.question)
+            answers.append(answer)
         for (rater, trial_id), questions in asked.items():
             if questions != QUESTION_NUMBERS:
                 lacking = ", ".join(str(q) for q in sorted(QUESTION_NUMBERS - questions))

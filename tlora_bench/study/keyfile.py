@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_text
+from tlora_bench.fileio import atomic_write_text, read_csv_rows
 
 KEY_FILE = "key.csv"
 
@@ -65,21 +65,13 @@ def _csv_line(values: list[str]) -> str:
 def read_key(path: str | Path) -> dict[str, Trial]:
     """Parse key.csv into {trial_id: Trial}; a malformed key is a one-line error naming the file and row."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise TloraBenchError(f"{path}: not a study answer key (missing column '{missing[0]}'); "
-                                      "pass the key.csv written by `tlora-bench study make`")
-            trials: dict[str, Trial] = {}
-            for number, raw in enumerate(reader, 1):
-                trial = _parse_row(raw, f"{path} row {number}")
-                if trial.trial_id in trials:
-                    raise TloraBenchError(f"{path} row {number}: trial id '{trial.trial_id}' is listed twice")
-                trials[trial.trial_id] = trial
-    except (OSError, UnicodeDecodeError) as e:
-        raise TloraBenchError(f"cannot read answer key '{path}' ({e})") from None
+    trials: dict[str, Trial] = {}
+    for number, raw in read_csv_rows(path, COLUMNS, "a study answer key",
+                                     "pass the key.csv written by `tlora-bench study make`"):
+        trial = _parse_row(raw, f"{path} row {number}")
+        if trial.trial_id in trials:
+            raise TloraBenchError(f"{path} row {number}: trial id '{trial.trial_id}' is listed twice")
+        trials[trial.trial_id] = trial
     if not trials:
         raise TloraBenchError(f"answer key '{path}' lists no trials")
     return trials
