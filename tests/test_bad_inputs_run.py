@@ -121,6 +121,9 @@ def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
 
 
 def test_an_unusable_cache_is_one_line_before_any_work_in_run_train_and_generate(tmp_path, monkeypatch):
+    adapter = tmp_path / "adapter"  # a real adapter (trained with the usable cache): generate must load its model
+    assert _cli("train", "--method", "lora", "--rank", "4", "--concept", "dog6", "--model", "tiny", "--steps", "1",
+                "--out", str(adapter)).exit_code == 0
     blocked = tmp_path / "afile"
     blocked.write_text("a file, not a folder")
     monkeypatch.setenv("TLORA_BENCH_CACHE", str(blocked / "cache"))
@@ -129,10 +132,7 @@ def test_an_unusable_cache_is_one_line_before_any_work_in_run_train_and_generate
     assert_one_line_error(_cli("run", "--preset", str(preset_file(tmp_path)), "--out", str(out)), *fragments)
     assert_one_line_error(_cli("train", "--method", "lora", "--concept", "dog6", "--model", "tiny",
                                "--out", str(out)), *fragments)
-    adapter = tmp_path / "adapter" / "adapter.safetensors"
-    adapter.parent.mkdir()
-    adapter.write_bytes(b"not read: the cache is checked first")
-    assert_one_line_error(_cli("generate", str(adapter.parent), "--out", str(out)), *fragments)
+    assert_one_line_error(_cli("generate", str(adapter), "--out", str(out)), *fragments)
     assert not out.exists()
 
 

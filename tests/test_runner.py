@@ -158,9 +158,10 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_process_pool_and_ray_executors_give_the_local_results(tmp_path):
+def test_process_pool_and_ray_executors_give_the_local_results(tmp_path, monkeypatch):
     import torch
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # Ray then runs each one-CPU task on one thread
     config = reduced_config(tmp_path, methods="tlora,lora")
     run(config, tmp_path / "local", progress=False, echo=quiet)
     pool = run(config, tmp_path / "pool", devices=("cpu", "cpu"), progress=False, echo=quiet)

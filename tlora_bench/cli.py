@@ -485,7 +485,6 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     """Generate every prompt's images for the adapter in DIR (a `train --out` folder or an adapter file)."""
     from pathlib import Path
 
-    from tlora_bench.concepts.data_root import writable_cache_dir
     from tlora_bench.sample import SampleOptions, generate
     from tlora_bench.train import ADAPTER_FILE
 
@@ -497,7 +496,6 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     options = SampleOptions(prompts=prompts, images_per_prompt=images_per_prompt, base_images=base_images,
                             batch_size=batch_size, base_seed=base_seed)
     root = Path(images_root) if images_root else adapter.parent / "images"
-    writable_cache_dir()  # tiny models are built there: an unusable cache is one line, before anything is written
     result = generate(adapter, root, options=options, device=device)
     click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
                f"in {result.seconds:.1f}s: {result.folder}")

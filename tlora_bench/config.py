@@ -175,9 +175,8 @@ def _check_sizes(config: RunConfig, variants: list) -> None:
     on them mid-way: every training and adapter option, the size on the chosen model (OFT and GSOFT block counts
     divide every adapted width, ranks fit every layer; on the weightless model) and the number of training
     images of every selected concept."""
-    from tlora_bench.adapters.catalog import size_problem
     from tlora_bench.concepts import select_concepts
-    from tlora_bench.train import TrainSpec, resolve_recipe
+    from tlora_bench.train import TrainSpec, check_size, resolve_recipe
 
     _, concepts = select_concepts(config.concepts)
     for variant in variants:
@@ -188,9 +187,11 @@ def _check_sizes(config: RunConfig, variants: list) -> None:
             recipe = resolve_recipe(spec)
         except TloraBenchError as e:
             raise TloraBenchError(f"variant '{variant.label}': {e}") from None
-        problem = size_problem(config.model, recipe.adapter_config)
-        if problem:
-            raise TloraBenchError(f"config key 'methods': {variant.label} on model '{config.model}': {problem}")
+        try:
+            check_size(spec, recipe)
+        except TloraBenchError as e:  # a named variant is named too (its recipe label is the method's)
+            named = f"variant '{variant.label}': " if variant.label != recipe.label else ""
+            raise TloraBenchError(f"config key 'methods': {named}{e}") from None
         short = next((c for c in concepts if len(c.images) < spec.train_images), None)
         if short is not None:
             raise TloraBenchError(f"variant '{variant.label}': train_images = {spec.train_images}, but concept "
@@ -305,11 +306,12 @@ def read_preset(preset: str) -> dict[str, Any]:
     """A bundled preset by name, or a file read through the checked TOML reader. A bundled preset's bare name
     always means the preset, so a folder named like one (`run --preset smoke --out smoke`) never shadows it;
     any other value ending in .toml, holding a path separator or naming an existing file is a file."""
+    names = preset_names()
     is_path = preset.endswith(".toml") or any(sep and sep in preset for sep in ("/", os.sep, os.altsep))
-    if is_path or (preset not in preset_names() and Path(preset).exists()):
+    if is_path or (preset not in names and Path(preset).exists()):
         return read_toml(preset)
-    if preset not in preset_names():
-        raise unknown_name_error("preset", preset, preset_names())
+    if preset not in names:
+        raise unknown_name_error("preset", preset, names)
     with bundled_path("presets", f"{preset}.toml") as path:
         return read_toml(path)
 
