@@ -20,7 +20,7 @@ from tlora_bench.adapters import DEFAULT_TARGETS, METHODS, attach_adapters, make
 from tlora_bench.adapters.catalog import method_label
 from tlora_bench.models.tiny import TINY_UNET_CONFIG
 
-TARGETS = {"tlora": 1.25, "lora": 1.10}  # ratio targets to PEFT LoRA (issue 3)
+TARGETS = {"tlora": 1.25, "lora": 1.10}  # ratio targets to PEFT LoRA
 
 
 def bench_unet(width: int):

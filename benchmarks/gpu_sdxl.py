@@ -37,7 +37,7 @@ from tlora_bench.train import make_optimizer
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 TRAIN_TARGET = (0.35, 30e9)  # tlora-64 in bf16 on an H100: s/step, peak bytes (30 GB)
 SAMPLE_TARGET = 1.05  # tlora-64 (as the sampler runs it: merged per r(t)) s/image over the base model's
-GUIDANCE, SAMPLE_STEPS = 5.0, 25  # the sdxl backend's defaults (REFERENCE.md section 4)
+GUIDANCE, SAMPLE_STEPS = 5.0, 25  # the sdxl backend's defaults (docs/decisions.md section 4)
 
 
 def tiny_label(label: str) -> str:

@@ -42,8 +42,8 @@ from tlora_bench.adapters import (
 from tlora_bench.models import DiffusionBackend, load_backend
 from tlora_bench.train import TRAIN_PROMPT, make_optimizer
 
-TRAIN_TARGET = 1.15  # s/step over PEFT LoRA's, for lora-R and tlora-R (issue 8)
-SAMPLE_TARGET = 1.10  # s/image over the base model's, for tlora-R (issue 8)
+TRAIN_TARGET = 1.15  # s/step over PEFT LoRA's, for lora-R and tlora-R
+SAMPLE_TARGET = 1.10  # s/image over the base model's, for tlora-R
 LR = WEIGHT_DECAY = 1e-4  # the family's defaults (tlora.py); the values do not change the step's cost
 
 

@@ -1,4 +1,4 @@
-"""The T-LoRA family (REFERENCE.md section 1): schedule, masks, init variants, timestep plumbing, export."""
+"""The T-LoRA family (docs/decisions.md section 1): schedule, masks, init variants, timestep plumbing, export."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", 
 # ---- r(t) ----------------------------------------------------------------------------------------------
 
 def test_rank_schedule_worked_values():
-    # REFERENCE.md section 1: r = 64, r_min = 32.
+    # docs/decisions.md section 1: r = 64, r_min = 32.
     worked = {0: 64, 250: 56, 500: 48, 750: 40, 961: 33, 999: 32}
     assert [int(rank_schedule(t, 64, 32)) for t in worked] == list(worked.values())
     assert rank_schedule(torch.tensor(list(worked)), 64, 32).tolist() == list(worked.values())
@@ -234,7 +234,7 @@ def test_flux_transformer_with_sigma_timesteps():
         hooked = model(timestep=sigma, **inputs).sample
         for handle in handles:
             handle.remove()
-        with timesteps(model, sigma * 1000):  # REFERENCE.md section 1: r(t) takes sigma x 1000
+        with timesteps(model, sigma * 1000):  # docs/decisions.md section 1: r(t) takes sigma x 1000
             explicit = model(timestep=sigma, **inputs).sample
     assert torch.equal(hooked, explicit) and not torch.equal(hooked, reference)
 

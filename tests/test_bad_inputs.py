@@ -1,5 +1,5 @@
 """Bad input through the real CLI, as a user would type it: each case exits non-zero with one `error:` line, no
-traceback, and leaves no file behind (issue 12). Each runs as a subprocess; the table is the point."""
+traceback, and leaves no file behind. Each runs as a subprocess; the table is the point."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OFT, GSOFT and SVDiff (REFERENCE.md section 2): PEFT equivalence, orthogonality, the GS structure, spectral
+"""OFT, GSOFT and SVDiff (docs/decisions.md section 2): PEFT equivalence, orthogonality, the GS structure, spectral
 shifts, optimizer groups, memory, and bad input. Identity at init, save/load and merge of the default configs
 run in the shared matrix (test_adapters_matrix.py); the variants it does not build are checked here."""
 

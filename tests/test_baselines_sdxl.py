@@ -24,7 +24,7 @@ from tlora_bench.models.sdxl import SDXL_UNET_PARAMETERS, sdxl_unet_on_meta
 #               each -> 835,584 per block, x 10 = 8,355,840
 #   1280 block: attn1 4 x 163,840 = 655,360; attn2 163,840 x 2 + 64·(2048+1280) = 212,992 x 2 -> 1,409,024 per
 #               block, x 60 = 84,541,440
-#   total 92,897,280 (REFERENCE.md section 1)
+#   total 92,897,280 (docs/decisions.md section 1)
 LORA_64 = 92_897_280
 # Ortho-LoRA / T-LoRA r=64 add S (64 values) per linear: 560 x 64 = 35,840.
 ORTHO_64 = LORA_64 + 35_840
@@ -114,7 +114,7 @@ def test_default_init_also_builds_on_meta(sdxl, label: str, expected: int):
 def test_svdiff_memory_on_sdxl_agrees_with_reference(sdxl):
     footprint = memory_footprint(sdxl)
     assert (footprint.layers, footprint.norm_layers, footprint.shifts) == (794, 256, SVDIFF)
-    # REFERENCE.md section 2: "keeping U, V for 794 SD-XL layers costs about 13.7 GiB in fp32".
+    # docs/decisions.md section 2: "the frozen U and Vᵀ of the 794 layers take about 13.7 GiB in fp32".
     assert round(footprint.gib(footprint.factors), 1) == 13.7
     # The adapted weights are the whole UNet but its biases, embeddings' biases and norm biases.
     assert footprint.weights < SDXL_UNET_PARAMETERS and footprint.gib(footprint.weights) > 9.5

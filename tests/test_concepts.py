@@ -14,8 +14,8 @@ from tlora_bench.concepts import (
 )
 from tlora_bench.errors import TloraBenchError
 
-# REFERENCE.md section 7, written out independently of the manifest: id -> (class, live, training image).
-REFERENCE_TABLE = """
+# docs/decisions.md section 7, written out independently of the manifest: id -> (class, live, training image).
+DATASET_TABLE = """
 backpack backpack no 02 | backpack_dog backpack no 00 | bear_plushie stuffed_animal no 03
 berry_bowl bowl no 00 | can can no 04 | candle candle no 04 | cat cat yes 03 | cat2 cat yes 00
 clock clock no 03 | colorful_sneaker sneaker no 01 | dog dog yes 02 | dog2 dog yes 02 | dog3 dog yes 00
@@ -28,7 +28,7 @@ wolf_plushie stuffed_animal no 04
 
 
 def _reference() -> dict[str, tuple[str, bool, str]]:
-    rows = [r.split() for r in REFERENCE_TABLE.strip().replace("\n", " | ").split("|")]
+    rows = [r.split() for r in DATASET_TABLE.strip().replace("\n", " | ").split("|")]
     return {cid: (cls.replace("_", " "), live == "yes", f"{train}.jpg") for cid, cls, live, train in rows}
 
 

@@ -44,13 +44,13 @@ def test_user_preset_file(tmp_path: Path):
     ({"ranks": "8", "r_min": "16"}, "config key 'r_min' is 16, larger than rank 8"),
     ({"precision": "fp64"}, r"unknown precision \(key 'precision'\) 'fp64'"),
     ({"steps": "tlora"}, "config key 'steps' takes method=steps pairs"),
-    ({"steps": "tlora=0"}, "config key 'steps' for 'tlora' must be at least 1"),
+    ({"steps": "tlora=0"}, "config key 'steps' for 'tlora' must be from 1 to 1,000,000, got 0"),
     ({"methods": "tlora,tlora"}, "config key 'methods' lists a method twice"),
     ({"methods": ""}, "config key 'methods' name at least one method"),
     ({"methods": "tlora,tlorra"}, "config key 'methods': unknown method 'tlorra'; did you mean 'tlora'"),
     ({"methods": "lora-x"}, "config key 'methods': unknown method 'lora-x'"),
     ({"token": "two words"}, "config key 'token': token must be one word"),
-    ({"images_per_prompt": "0"}, "config key 'images_per_prompt' must be at least 1"),
+    ({"images_per_prompt": "0"}, "config key 'images_per_prompt' must be from 1 to 10,000, got 0"),
 ])
 def test_bad_values_name_the_key(overrides: dict, message: str):
     with pytest.raises(TloraBenchError, match=message):

@@ -1,4 +1,4 @@
-"""Issue 12: concept and generated images are read only from inside their folder; docs and code agree on
+"""Concept and generated images are read only from inside their folder; docs and code agree on
 names, image formats, --data-dir with --manifest and the default dataset name."""
 
 from __future__ import annotations

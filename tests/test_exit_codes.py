@@ -1,4 +1,4 @@
-"""Issue 12: `tlora-bench evaluate` exits EXIT_INCOMPLETE (3) when listed or real images were left out, after
+"""`tlora-bench evaluate` exits EXIT_INCOMPLETE (3) when listed or real images were left out, after
 writing its outputs; --allow-missing keeps exit 0; nothing scorable stays exit 1."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""IS, DINO-IS and TS as REFERENCE.md section 5 defines them, checked by hand on tiny extractors."""
+"""IS, DINO-IS and TS as docs/decisions.md section 5 defines them, checked by hand on tiny extractors."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_ts_is_a_bounded_symmetric_cosine_with_tiny_clip(three_images):
 def test_ts_text_variants_drop_or_keep_the_class_never_the_token():
     assert ts_texts("a {0} in the jungle", "dog") == {"class_removed": "a in the jungle",
                                                       "class_kept": "a dog in the jungle"}
-    # trailing spaces are part of a prompt (REFERENCE.md section 4) but not of its TS text
+    # trailing spaces are part of a prompt (docs/decisions.md section 4) but not of its TS text
     assert ts_texts("a {0} swimming ", "dog")["class_removed"] == "a swimming"
     assert ts_texts("{0} on top of a mirror", "stuffed animal") == {
         "class_removed": "on top of a mirror", "class_kept": "stuffed animal on top of a mirror"}

@@ -1,4 +1,4 @@
-"""Segmenters and black-fill masking (REFERENCE.md section 5, Masking)."""
+"""Segmenters and black-fill masking (docs/decisions.md section 5, Masking)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def test_registry_names_aliases_and_did_you_mean():
     assert backend_spec("tiny") is backend_spec("tiny-sdxl")
     sdxl = backend_spec("sdxl")
     assert (sdxl.hub_id, sdxl.vae_id) == ("stabilityai/stable-diffusion-xl-base-1.0", "madebyollin/sdxl-vae-fp16-fix")
-    assert (sdxl.num_inference_steps, sdxl.guidance_scale, sdxl.resolution) == (25, 5.0, 1024)  # REFERENCE §4
+    assert (sdxl.num_inference_steps, sdxl.guidance_scale, sdxl.resolution) == (25, 5.0, 1024)  # docs/decisions.md §4
     assert (backend_spec("flux").num_inference_steps, backend_spec("flux").guidance_scale) == (28, 3.5)
     with pytest.raises(TloraBenchError, match="did you mean 'sdxl'"):
         backend_spec("sdxk")

@@ -138,7 +138,10 @@ def test_bad_images_index(tmp_path: Path, name: str, content, fragments: list[st
 # ---- adapter files -------------------------------------------------------------------------------------------
 
 def _tiny_config(**changes) -> dict:
-    config = {"method": "lora", "target_modules": ["0"], "seed": 0, "r": 2}
+    """Every field of a LoRA config, as save_adapter records it (a missing field is refused, never defaulted)."""
+    config = {"method": "lora", "target_modules": ["0"], "seed": 0, "r": 2, "r_min": None, "gamma": 1.0, "mask": False,
+              "init": "gaussian", "svd_source": "R", "svd_components": "last", "alpha": None,
+              "num_train_timesteps": 1000}
     return {**config, **changes}
 
 

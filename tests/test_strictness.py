@@ -208,13 +208,24 @@ def test_a_failed_load_restores_logging_too():
     assert logging.getLogger("timm.models").getEffectiveLevel() <= logging.WARNING
 
 
-# ---- 6. GSOFT on a projection with a bias ------------------------------------------------------------------
+# ---- 6. GSOFT's bias, per projection as in the authors' attention processors ---------------------------------
+
+class _Attention(nn.Module):
+    """The names the authors' processors use: q/k/v call attn.to_q(x) (bias inside), to_out.0 is F.linear
+    then the scale, its bias added last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_q = nn.Linear(24, 12)
+        self.to_out = nn.Sequential(nn.Linear(24, 12))
+
 
 def _biased(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(24, 12)).eval()
+    model = _Attention().eval()
     with torch.no_grad():
-        model[0].bias.normal_()  # a bias large enough to matter
+        for layer in (model.to_q, model.to_out[0]):
+            layer.bias.normal_()  # a bias large enough to matter
     return model
 
 
@@ -227,38 +238,64 @@ def _perturb(model: nn.Module, seed: int = 1) -> None:
                     parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
 
 
+def _authors_output(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, double_sided: bool,
+                    outside: bool) -> torch.Tensor:
+    """The authors' processors, step by step: x -> G_in -> W (bias inside for q/k/v) -> G_out -> s (-> + b)."""
+    hidden = x @ layer.rotation("in").T  # GSOFTLayer(x): the input-side rotation of the activations
+    hidden = hidden @ weight.T + (0 if outside else bias)  # F.linear(h, W) or attn.to_q(h)
+    if double_sided:
+        hidden = hidden @ layer.rotation("out").T
+    hidden = layer.scale * hidden
+    return hidden + bias if outside else hidden
+
+
 @pytest.mark.parametrize("double_sided", [True, False])
-def test_gsoft_rotates_and_scales_the_bias_with_the_output(double_sided: bool, tmp_path: Path):
+@pytest.mark.parametrize("name, outside", [("to_q", False), ("to_out.0", True)])
+def test_gsoft_places_the_bias_per_projection_as_the_authors_processors(
+        name: str, outside: bool, double_sided: bool, tmp_path: Path):
     model, x = _biased(), torch.randn(5, 24, generator=torch.Generator().manual_seed(2))
-    weight, bias = model[0].weight.detach().clone(), model[0].bias.detach().clone()
+    base = model.get_submodule(name)
+    weight, bias = base.weight.detach().clone(), base.bias.detach().clone()
     with torch.no_grad():
-        reference = model(x)
-    config = make_config("gsoft-3", double_sided=double_sided, target_modules=("0",))
+        reference = base(x)
+    config = make_config("gsoft-3", double_sided=double_sided, target_modules=("to_q", "to_out.0"))
     attach_adapters(model, config)
+    module = model.get_submodule(name)
     with torch.no_grad():
         # identity at init, bias included (up to the summation order of a threaded matmul against addmm)
-        torch.testing.assert_close(model(x), reference, rtol=0, atol=1e-6)
+        torch.testing.assert_close(module(x), reference, rtol=0, atol=1e-6)
     _perturb(model)
-    layer = adapter_layers(model)["0"]
+    layer = adapter_layers(model)[name]
+    assert layer.bias_outside is outside
     with torch.no_grad():
-        inner = x @ (weight @ layer.rotation("in")).T + bias  # W G_in x + b
-        if double_sided:
-            inner = inner @ layer.rotation("out").T  # G_out (W G_in x + b)
-        expected = inner * layer.scale  # diag(s) ...
-        unmerged = model(x)
+        expected = _authors_output(layer, x, weight, bias, double_sided, outside)
+        other = _authors_output(layer, x, weight, bias, double_sided, not outside)
+        unmerged = module(x)
         assert (unmerged - expected).abs().max() <= 1e-5
-        assert not torch.allclose(unmerged, x @ layer.merged_weight().T + bias, atol=1e-3)  # not the old form
+        assert (unmerged - other).abs().max() > 1e-2  # the other placement is measurably different
         merge_adapters(model)
         assert layer._merged_bias is not None
-        assert torch.allclose(model(x), unmerged, atol=1e-5)
+        assert torch.allclose(module(x), unmerged, atol=1e-5)
         unmerge_adapters(model)
-        assert torch.equal(model(x), unmerged)
-        assert torch.equal(model[0].base_layer.bias, bias)  # the base layer is never changed
+        assert torch.equal(module(x), unmerged)
+        assert torch.equal(module.base_layer.bias, bias)  # the base layer is never changed
     path = save_adapter(model, tmp_path / "gsoft.safetensors")
     fresh = _biased()
     assert load_adapter(fresh, path) == config
     with torch.no_grad():
-        assert torch.equal(fresh(x), unmerged)
+        assert torch.equal(fresh.get_submodule(name)(x), unmerged)
+
+
+def test_gsoft_bias_placement_on_the_sdxl_and_flux_names():
+    from tlora_bench.adapters.gsoft import OUTPUT_PROJECTIONS
+    from tlora_bench.adapters.registry import matches_target
+
+    outside = ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0",
+               "transformer_blocks.0.attn.to_out.0", "transformer_blocks.0.attn.to_add_out"]
+    inside = ["down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q", "transformer_blocks.0.attn.add_q_proj",
+              "single_transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v"]
+    assert all(matches_target(name, OUTPUT_PROJECTIONS) for name in outside)
+    assert not any(matches_target(name, OUTPUT_PROJECTIONS) for name in inside)
 
 
 def test_gsoft_without_a_bias_has_no_bias_merged_or_not():

@@ -169,10 +169,12 @@ def _answers_for(key: list[dict[str, str]], rater: str, prefer: dict[str, int]) 
 def test_analyze_win_rates_and_bradley_terry(made: Path, tmp_path: Path) -> None:
     key = read_key_rows(made / "key.csv")
     prefer = {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}
-    files = [write_answers(tmp_path / f"r{i}.csv", _answers_for(key, f"rater-0{i}", prefer)) for i in (1, 2)]
+    study_id = key[0]["study_id"]
+    files = [write_answers(tmp_path / f"r{i}.csv", _answers_for(key, f"rater-0{i}", prefer), study_id)
+             for i in (1, 2)]
     # a third rater prefers beta-b over alpha-a, so the first pair is not unanimous
     files.append(write_answers(tmp_path / "r3.csv", _answers_for(key, "rater-03",
-                                                                 {"alpha-a": 2, "beta-b": 3, "gamma-c": 1})))
+                                                                 {"alpha-a": 2, "beta-b": 3, "gamma-c": 1}), study_id))
     out = tmp_path / "analysis"
     result = CliRunner().invoke(study, ["analyze", *map(str, files), "--key", str(made / "key.csv"),
                                         "--out", str(out), "--bootstrap", "200"])
@@ -208,7 +210,7 @@ def test_analyze_hand_example_seven_of_ten(tmp_path: Path) -> None:
              for q in QUESTIONS]
     rows += [("rater-02", key[1]["trial_id"], q.number, "right" if key[1]["left"] == "alpha-a" else "left")
              for q in QUESTIONS]
-    path = write_answers(tmp_path / "answers.csv", rows)
+    path = write_answers(tmp_path / "answers.csv", rows, key[0]["study_id"])
     result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(target / "key.csv")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(target / "analysis.csv")
@@ -230,7 +232,7 @@ def test_bad_answers_are_one_line_errors(made: Path, tmp_path: Path, mutate, mes
     key = read_key_rows(made / "key.csv")
     rows = [("rater-01", r["trial_id"], q.number, "left") for r in key[:2] for q in QUESTIONS]
     mutate(rows)
-    path = write_answers(tmp_path / "bad.csv", rows)
+    path = write_answers(tmp_path / "bad.csv", rows, key[0]["study_id"])
     result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(made / "key.csv")])
     assert result.exit_code == 1
     assert f"{path} {message}" in result.output and result.output.count("\n") == 1, result.output
@@ -238,7 +240,7 @@ def test_bad_answers_are_one_line_errors(made: Path, tmp_path: Path, mutate, mes
 
 def test_bad_answer_file_header(made: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text("rater,trial,question,answer\nx,y,1,left\n")
+    path.write_text("study_id,rater,trial,question,answer\ns,x,y,1,left\n")
     result = CliRunner().invoke(study, ["analyze", str(path), "--key", str(made / "key.csv")])
     assert result.exit_code == 1 and "missing column 'trial_id'" in result.output
 
@@ -250,11 +252,11 @@ def test_answer_and_key_files_read_alike(made: Path, tmp_path: Path) -> None:
     key.write_text("\ufeff" + (made / "key.csv").read_text(), encoding="utf-8")
     rows = [("rater-01", r["trial_id"], q.number, "left") for r in read_key_rows(made / "key.csv")[:1]
             for q in QUESTIONS]
-    answers = write_answers(tmp_path / "answers.csv", rows)
+    answers = write_answers(tmp_path / "answers.csv", rows, read_key_rows(made / "key.csv")[0]["study_id"])
     result = CliRunner().invoke(study, ["analyze", str(answers), "--key", str(key), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     huge = tmp_path / "huge.csv"
-    huge.write_text("rater,trial_id,question,answer\nx," + "y" * 200_000 + ",1,left\n")
+    huge.write_text("study_id,rater,trial_id,question,answer\ns,x," + "y" * 200_000 + ",1,left\n")
     result = CliRunner().invoke(study, ["analyze", str(huge), "--key", str(made / "key.csv")])
     assert result.exit_code == 1 and f"cannot read an answer file '{huge}'" in result.output
     assert result.output.count("\n") == 1, result.output

@@ -81,7 +81,8 @@ def test_fill_form_save_csv_and_analyze(tmp_path: Path, browser) -> None:
     browser.find_element(By.ID, "save").click()
     saved = _wait_for_file(browser.downloads, "answers-rater-01.csv")
     answers = pd.read_csv(saved)
-    assert list(answers.columns) == ["rater", "trial_id", "question", "answer"]
+    assert list(answers.columns) == ["study_id", "rater", "trial_id", "question", "answer"]
+    assert set(answers["study_id"]) == {read_key_rows(out / "key.csv")[0]["study_id"]}
     assert len(answers) == 6 * len(QUESTIONS) and set(answers["answer"]) == {"left"}
     assert set(answers["rater"]) == {"rater-01"}
     assert "Saved 18 answers" in browser.find_element(By.ID, "status").text

@@ -38,12 +38,14 @@ def make_images(root: Path, methods: tuple[str, ...] = METHODS, per_template: in
     return root
 
 
-def write_answers(path: Path, rows: list[tuple[str, str, int, str]]) -> Path:
-    """An answer CSV exactly as the form's JavaScript writes it."""
+def write_answers(path: Path, rows: list[tuple[str, str, int, str]], study_id: str | None) -> Path:
+    """An answer CSV exactly as the form's JavaScript writes it: (rater, trial_id, question, answer) rows of study
+    `study_id`; None writes the columns of forms from before study ids."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\r\n")
-        writer.writerow(["rater", "trial_id", "question", "answer"])
-        writer.writerows(rows)
+        writer.writerow(["rater", "trial_id", "question", "answer"] if study_id is None else
+                        ["study_id", "rater", "trial_id", "question", "answer"])
+        writer.writerows(rows if study_id is None else [(study_id, *row) for row in rows])
     return path
 
 

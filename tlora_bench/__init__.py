@@ -2,6 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from tlora_bench.threads import set_wait_policy
+
+set_wait_policy()  # before anything imports torch: waiting OpenMP threads sleep (tlora_bench/threads.py)
+
 try:
     __version__ = version("tlora-bench")
 except PackageNotFoundError:  # running from a source tree that was never installed

@@ -171,7 +171,9 @@ def build_config(preset: str | None, assignments: tuple[str, ...], **flags):
 @main.command("config")
 @run_config_options
 def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> None:
-    """Print the resolved run configuration (preset values, then flags) as JSON."""
+    """Print the resolved run configuration (preset values, then flags) as JSON; its "resolved" key shows what
+    each variant trains with after the method's and the model's defaults (steps, optimizer, lr, r_min)."""
+    from tlora_bench.runner.plan import resolved_variants
     from tlora_bench.runner.run import data_root
 
     config = build_config(preset, assignments, **flags)
@@ -179,7 +181,7 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
         data_root(config)  # a run would stop on this before any work; the config itself is still valid
     except TloraBenchError as e:
         click.echo(f"warning: {e}", err=True)
-    click.echo(json.dumps(config.to_dict(), indent=2))
+    click.echo(json.dumps({**config.to_dict(), "resolved": resolved_variants(config)}, indent=2))
 
 
 # ---- run ------------------------------------------------------------------------------------------------
@@ -499,7 +501,26 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     result = generate(adapter, root, options=options, device=device)
     click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
                f"in {result.seconds:.1f}s: {result.folder}")
-    click.echo(f"score them: tlora-bench evaluate {root}")
+    click.echo(f"score them: {evaluate_command(adapter, root)}")
+
+
+def evaluate_command(adapter, root) -> str:
+    """The `evaluate` command line that scores what `generate` just wrote: the adapter's own concept source,
+    and tiny extractors for a tiny model (whose images real extractors would score as noise anyway)."""
+    import shlex
+
+    from tlora_bench.models import backend_spec
+    from tlora_bench.sample import read_adapter_info
+
+    spec = read_adapter_info(adapter).spec
+    words = ["tlora-bench", "evaluate", str(root)]
+    if spec.manifest:
+        words += ["--manifest", spec.manifest]
+    if spec.data_dir:
+        words += ["--data-dir", spec.data_dir]
+    if backend_spec(spec.model).hub_id is None:  # a tiny random model
+        words.append("--tiny-models")
+    return shlex.join(words)
 
 
 # ---- methods --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sys
 import click
 
 from tlora_bench.errors import EXIT_ERROR, TloraBenchError
+from tlora_bench.library_output import held_library_output
 
 
 class ErrorLineGroup(click.Group):
@@ -16,25 +17,32 @@ class ErrorLineGroup(click.Group):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
-        try:
-            return super().main(*args, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as e:  # a bare `tlora-bench` (or group) asks for its help
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
-        except click.UsageError as e:
-            where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
-            click.echo(f"error: {e.format_message().rstrip('.')}{where}", err=True)
-            sys.exit(EXIT_ERROR)
-        except click.Abort:
-            click.echo("error: aborted", err=True)
-            sys.exit(EXIT_ERROR)
+        with held_library_output():  # library warnings come after the command, never before its error line
+            try:
+                return super().main(*args, **kwargs)
+            except click.exceptions.NoArgsIsHelpError as e:  # a bare `tlora-bench` (or group) asks for its help
+                click.echo(e.ctx.get_help())
+                sys.exit(0)
+            except click.UsageError as e:
+                where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
+                click.echo(f"error: {e.format_message().rstrip('.')}{where}", err=True)
+                sys.exit(EXIT_ERROR)
+            except click.Abort:
+                click.echo("error: aborted", err=True)
+                sys.exit(EXIT_ERROR)
 
     def invoke(self, ctx: click.Context):
+        from tlora_bench.interrupts import MESSAGE, Interrupted, stop_on_signals
+
         try:
-            return super().invoke(ctx)
+            with stop_on_signals():  # SIGTERM too stops at a safe point, as Ctrl-C does
+                return super().invoke(ctx)
         except TloraBenchError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt as e:  # every file is written atomically: a re-run goes on from here
+            click.echo(MESSAGE, err=True)
+            sys.exit(e.exit_status if isinstance(e, Interrupted) else Interrupted().exit_status)
 
 
 data_dir_option = click.option(

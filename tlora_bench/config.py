@@ -17,8 +17,21 @@ from typing import Any
 from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
-from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, check_token
+from tlora_bench.limits import check_bootstrap, check_seed
+from tlora_bench.prompts import (
+    DEFAULT_TOKEN,
+    IMAGES_PER_BASE_PROMPT,
+    IMAGES_PER_PROMPT,
+    MAX_IMAGES_PER_PROMPT,
+    check_token,
+    load_prompt_set,
+)
 from tlora_bench.resources import bundled_names, bundled_path
+
+# Far above any protocol's values (the paper trains 800 steps, in batches of 1, and samples 5 images per batch): a
+# larger value is a typo that would run for weeks or ask a device for more memory than any has.
+MAX_STEPS = 1_000_000
+MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,10 @@ class RunConfig:
     model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
     vae_path: str | None = None
     revision: str | None = None
-    precision: str = "fp32"  # REFERENCE.md section 3, Decision: fp32 for paper presets
+    precision: str = "fp32"  # docs/decisions.md section 3, Decision: fp32 for paper presets
     # Step overrides by method name, label or variant; the key "all" applies to every method without its own.
     steps: Mapping[str, int] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)  # base seeds of the seed rule (REFERENCE.md section 4)
+    seeds: tuple[int, ...] = (0,)  # base seeds of the seed rule (docs/decisions.md section 4)
     output_dir: str = "results"  # runs go to <output_dir>/<name> unless `run --out` names the folder
     data_dir: str | None = None  # None: $TLORA_BENCH_DATA, then the download cache
     token: str = DEFAULT_TOKEN  # the paper's V*
@@ -53,7 +66,7 @@ class RunConfig:
     checkpoint_every: int = 100  # training steps between checkpoints
     gradient_checkpointing: bool = False
     segmenter: str = "grabcut"  # masks for masked IS / DINO-IS (docs/evaluation.md)
-    dino: str = "dino-vits16"  # DINO-IS model (REFERENCE.md section 5, Decision)
+    dino: str = "dino-vits16"  # DINO-IS model (docs/decisions.md section 5, Decision)
     tiny_extractors: bool = False  # score with tiny random extractors: smoke runs only, meaningless numbers
     bootstrap: int = 1000  # resamples of the 95% interval over concepts
 
@@ -67,27 +80,27 @@ class RunConfig:
                "must not be empty; name a set (e.g. dreambooth25), concept ids (dog6,cat) or a manifest .toml")
         _check(len(self.methods) > 0, "methods", "name at least one method, e.g. methods = [\"tlora\"]")
         _check(len(set(self.methods)) == len(self.methods), "methods", f"lists a method twice: {self.methods}")
-        _check(len(self.ranks) > 0 and all(r >= 1 for r in self.ranks), "ranks",
+        _check(len(self.ranks) > 0 and all(_is_int(r) and r >= 1 for r in self.ranks), "ranks",
                f"must be positive integers, got {list(self.ranks)}")
         if self.r_min is not None:
-            _check(self.r_min >= 1, "r_min", f"must be at least 1, got {self.r_min}")
+            _check(_is_int(self.r_min) and self.r_min >= 1, "r_min", f"must be at least 1, got {self.r_min!r}")
             _check(self.r_min <= min(self.ranks), "r_min",
                    f"is {self.r_min}, larger than rank {min(self.ranks)}; use r_min <= every rank")
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision (key 'precision')", self.precision, PRECISIONS)
         for method, steps in self.steps.items():
-            _check(steps >= 1, "steps", f"for '{method}' must be at least 1, got {steps}")
+            _check_int("steps", steps, 1, MAX_STEPS, f" for '{method}'")
         try:
             check_token(self.token)
         except TloraBenchError as e:
             raise TloraBenchError(f"config key 'token': {e}") from None
-        for key in ("images_per_prompt", "base_images", "sample_batch_size", "bootstrap"):
-            _check(getattr(self, key) >= 1, key, "must be at least 1")
-        _check(self.prompts is None or self.prompts >= 1, "prompts", "must be at least 1")
-        _check(self.checkpoint_every >= 0, "checkpoint_every", "must be 0 or more")
+        _check_counts(self)
         _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds",
                f"must list distinct base seeds, got {list(self.seeds)}")
+        for seed in self.seeds:
+            check_seed(seed, "config key 'seeds'")
         _check_concepts(self.concepts)
+        _check_bootstrap(self)
         _check_data_dir(self)
         _check_evaluation(self)
         _check_methods(self)
@@ -109,6 +122,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, never a count
+
+
+def _check_int(key: str, value: Any, low: int, high: int, where: str = "") -> None:
+    """An integer key from `low` to `high`, or one line naming it and the range."""
+    if not _is_int(value):
+        raise TloraBenchError(f"config key '{key}'{where} must be an integer, got {_got(value)}")
+    _check(low <= value <= high, key, f"{where.lstrip()}{' ' if where else ''}must be from {low} to {high:,}, "
+                                      f"got {value:,}")
+
+
+def _check_counts(config: RunConfig) -> None:
+    """The image counts, the batch size and the checkpoint interval in their ranges, and the flags true or false."""
+    templates = 1 + max(len(load_prompt_set(name)) for name in ("live", "object"))  # the base prompt first
+    for key, low, high in (("images_per_prompt", 1, MAX_IMAGES_PER_PROMPT), ("base_images", 1, MAX_IMAGES_PER_PROMPT),
+                           ("sample_batch_size", 1, MAX_BATCH), ("checkpoint_every", 0, MAX_STEPS),
+                           ("prompts", 1, templates)):
+        if getattr(config, key) is not None or key != "prompts":
+            _check_int(key, getattr(config, key), low, high)
+    for key in ("gradient_checkpointing", "tiny_extractors"):
+        _check(isinstance(getattr(config, key), bool), key, f"must be true or false, got {_got(getattr(config, key))}")
+
+
+def _check_bootstrap(config: RunConfig) -> None:
+    """Each resample draws one value per concept: the planned concepts bound how many resamples fit in memory."""
+    from tlora_bench.concepts import select_concepts
+
+    check_bootstrap(config.bootstrap, "config key 'bootstrap'", len(select_concepts(config.concepts)[1]))
 
 
 def _check_name(name: str) -> None:
@@ -185,6 +229,10 @@ def _check_sizes(config: RunConfig, variants: list) -> None:
                              precision=config.precision, token=config.token, checkpoint_every=config.checkpoint_every,
                              **variant.train)
             recipe = resolve_recipe(spec)
+            for key, high in (("steps", MAX_STEPS), ("batch_size", MAX_BATCH)):
+                value = variant.train.get(key)
+                if value is not None and not 1 <= value <= high:  # TrainSpec checked the type and the low end
+                    raise TloraBenchError(f"{key} must be from 1 to {high:,}, got {value:,}")
         except TloraBenchError as e:
             raise TloraBenchError(f"variant '{variant.label}': {e}") from None
         try:

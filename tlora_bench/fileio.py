@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,30 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+class WriteFailed(TloraBenchError):
+    """A file could not be written (a full disk, a read-only folder): an environment fault, not a job's, so a run
+    stops on it; the file it was writing is left as it was, and the finished work is kept."""
+
+
+def write_error(path: str | os.PathLike, error: OSError) -> WriteFailed:
+    """The one line for an OSError while writing `path`: what happened, and that a re-run goes on from there."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteFailed(f"no space left on device while writing '{path}'; free space and re-run: finished work "
+                           "is kept")
+    fix = "make its folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "fix the cause"
+    return WriteFailed(f"cannot write '{path}' ({error.strerror or type(error).__name__}); {fix} and re-run: "
+                       "finished work is kept")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it: readers never see a partial file."""
+    """Write to a temporary file beside `path`, then rename it: readers never see a partial file. An OSError
+    (a full disk, a read-only folder) is one line naming `path`, which is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -68,8 +90,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the user's usual mode
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # a folder gone read-only: the temporary waits for a re-run's cleanup
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 
@@ -87,6 +112,35 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def replaced_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A folder written as a whole: the caller fills the temporary folder yielded, which then takes the place of
+    `path` (an old `path` is removed). On an error (a full disk) the old folder stands as it was, and nothing
+    half-written is left; the error names the file under `path`, not under the temporary folder."""
+    path = Path(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise write_error(path, e) from None
+    aside = tmp.with_name(f"{tmp.name}.old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        if path.exists():
+            os.replace(path, aside)
+        os.replace(tmp, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if aside.exists() and not path.exists():  # the swap failed half-way: the old folder goes back
+            os.replace(aside, path)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        if isinstance(e, WriteFailed):
+            raise WriteFailed(str(e).replace(str(tmp), str(path))) from None
+        raise
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -111,14 +165,17 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
 def read_csv_rows(path: str | os.PathLike, columns: Sequence[str], what: str,
                   fix: str) -> list[tuple[int, dict[str, str]]]:
     """The data rows of a CSV file (a byte-order mark allowed), numbered from 1, once its header holds `columns`;
-    an unreadable file or a missing column is one line naming the file, `what` it should be and `fix`."""
+    an unreadable file or missing columns (all of them named) are one line naming the file, `what` it should be
+    and `fix`."""
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
-                raise TloraBenchError(f"{path}: not {what} (missing column '{missing[0]}'); {fix}")
+                names = ", ".join(f"'{c}'" for c in missing)
+                raise TloraBenchError(f"{path}: not {what} (missing column{'s' if len(missing) > 1 else ''} "
+                                      f"{names}); {fix}")
             return list(enumerate(reader, 1))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise TloraBenchError(f"cannot read {what} '{path}' ({_one_line(e)}); {fix}") from None
@@ -129,13 +186,15 @@ def differing_keys(saved: Mapping[str, Any], ours: Mapping[str, Any]) -> list[st
     return [key for key in sorted(set(saved) | set(ours)) if saved.get(key) != ours.get(key)]
 
 
-def check_writable(folder: str | os.PathLike, flag: str = "--out") -> None:
-    """That `folder` could be created and written, without creating it (nothing is left behind on an error)."""
+def check_writable(folder: str | os.PathLike, flag: str = "--out", fix: str | None = None) -> None:
+    """That `folder` could be created and written, without creating it (nothing is left behind on an error);
+    the error's fix is `fix`, else to make the folder writable or choose another `flag`."""
     folder = Path(folder)
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise TloraBenchError(f"cannot write to '{folder}' ('{existing}' is not a writable folder); choose another "
-                              f"{flag}")
+        fix = fix or (f"make '{existing}' writable or choose another {flag}"
+                      if existing is not None and existing.is_dir() else f"choose another {flag}")
+        raise TloraBenchError(f"cannot write to '{folder}' ('{existing}' is not a writable folder); {fix}")
 
 
 def ensure_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
@@ -146,8 +205,8 @@ def ensure_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as e:
-        raise TloraBenchError(f"cannot write to '{folder}' ({e.strerror or type(e).__name__}); choose another "
-                              f"{flag}") from None
+        fix = f"make it writable or choose another {flag}" if folder.is_dir() else f"choose another {flag}"
+        raise TloraBenchError(f"cannot write to '{folder}' ({e.strerror or type(e).__name__}); {fix}") from None
     return folder
 
 
@@ -157,6 +216,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     removed = 0
     for path in Path(folder).rglob(".*.tmp"):
         if path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
+            with contextlib.suppress(OSError):  # a read-only sub-folder: the writes there say so, in one line
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed

@@ -46,3 +46,17 @@ def offline_when_unreachable() -> Iterator[None]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = previous_env
+
+
+def why_unavailable(repo: str, revision: str | None = None) -> str | None:
+    """Why `repo`, not in the local Hugging Face cache, cannot be downloaded now ("the hub is switched off
+    ..."), or None when it can be had (cached, or the hub is reachable). Cheap: a look in the cache, then the
+    one reachability check."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(repo, revision=revision, local_files_only=True)
+        return None
+    except Exception:  # not cached (or an unreadable cache entry): whether it can be downloaded decides
+        pass
+    return "the hub is switched off (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else hub_unreachable()

@@ -1,4 +1,4 @@
-"""The sampler: every prompt of a concept, with the seed rule, for one trained adapter (REFERENCE.md section 4).
+"""The sampler: every prompt of a concept, with the seed rule, for one trained adapter (docs/decisions.md section 4).
 
     adapter file -> concept, token, base model -> for each prompt template, batches of its images:
         one CPU generator per image seed -> backend.generate -> one PNG each, written atomically
@@ -25,6 +25,7 @@ from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import atomic_write_bytes, check_writable, ensure_writable
+from tlora_bench.interrupts import safe_points, stop_if_asked
 from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
 from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
 
@@ -70,11 +71,12 @@ class AdapterInfo:
 
 def read_adapter_info(path: str | Path) -> AdapterInfo:
     from tlora_bench.adapters import METHODS
-    from tlora_bench.adapters.io import adapter_digest, read_adapter_config, read_adapter_metadata
+    from tlora_bench.adapters.io import adapter_digest, check_adapter_file, read_adapter_config, read_adapter_metadata
     from tlora_bench.train import TrainSpec
 
     path = Path(path)
     metadata = read_adapter_metadata(path)
+    check_adapter_file(path)  # readable, but altered since it was trained
     if "train_spec" not in metadata:
         raise TloraBenchError(f"'{path}' was not written by `tlora-bench train` (no training spec in its "
                               "metadata), so the sampler cannot tell its concept and base model")
@@ -154,6 +156,9 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     `label` names the method folder (default: the adapter's label, e.g. "tlora-64"); `backend`: an
     already loaded backend of the adapter's model, left as it was found.
     """
+    from tlora_bench.threads import adapt_cpu_threads
+
+    adapt_cpu_threads()  # the cores free now (docs/performance.md)
     options = options or SampleOptions()
     started = time.perf_counter()
     info = read_adapter_info(adapter_path)
@@ -213,6 +218,14 @@ def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: lis
     missing = {names[item] for item in todo}
     bar = tqdm(total=len(todo), disable=None if progress else True, desc=f"sample {info.label} {folder.name}",
                unit="img", leave=False)  # None: shown on a terminal only
+    with safe_points():  # a stop signal waits for the end of the batch
+        _sample_batches(backend, info, items, folder, done, options, missing, bar, on_image)
+    bar.close()
+
+
+def _sample_batches(backend, info: AdapterInfo, items: list[PromptItem], folder: Path, done: set[str],
+                    options: SampleOptions, missing: set[str], bar, on_image: Callable[[str], None] | None) -> None:
+    names = image_names(items)
     for _, group in groupby(items, key=lambda item: item.template):
         group = list(group)
         for start in range(0, len(group), options.batch_size):
@@ -231,4 +244,4 @@ def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: lis
                 bar.update(1)
                 if on_image:
                     on_image(name)
-    bar.close()
+            stop_if_asked()

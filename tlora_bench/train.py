@@ -1,4 +1,4 @@
-"""The one training loop, for every method and every backend (REFERENCE.md section 3).
+"""The one training loop, for every method and every backend (docs/decisions.md section 3).
 
     spec -> load backend -> attach adapter -> encode prompt and image(s) once -> for each step:
         draw image, latent, noise, t -> noise -> predict -> MSE -> step -> log -> (checkpoint)
@@ -34,7 +34,10 @@ from tlora_bench.fileio import (
     ensure_writable,
     read_json,
     remove_stale_temporaries,
+    write_error,
 )
+from tlora_bench.interrupts import safe_points, stop_asked, stop_if_asked
+from tlora_bench.limits import check_seed
 from tlora_bench.prompts import DEFAULT_TOKEN, check_token
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -42,7 +45,7 @@ SPEC_FILE = "train_spec.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"
 OPTIMIZERS = ("adamw", "prodigy")
-TRAIN_PROMPT = "a photo of {token} {class_word}"  # REFERENCE.md section 3
+TRAIN_PROMPT = "a photo of {token} {class_word}"  # docs/decisions.md section 3
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class TrainSpec:
     vae_path: str | None = None
     revision: str | None = None
     precision: str = "fp32"  # fp32 (the authors); bf16, fp16: base model in half precision, adapter and optimizer fp32
-    steps: int | None = None  # None: the method's default (REFERENCE.md section 3)
+    steps: int | None = None  # None: the method's default (docs/decisions.md section 3)
     optimizer: str | None = None  # None: the backend's default (adamw; prodigy for FLUX)
     lr: float | None = None  # None: the method's default (prodigy: 1.0)
     weight_decay: float | None = None
@@ -93,6 +96,7 @@ class TrainSpec:
         for key in ("batch_size", "train_images"):
             if getattr(self, key) < 1:
                 raise TloraBenchError(f"{key} must be at least 1, got {getattr(self, key)}")
+        check_seed(self.seed, "seed")  # torch generators take 64 bits; the seed rule adds to it
         if self.steps is not None and self.steps < 1:
             raise TloraBenchError(f"steps must be at least 1, got {self.steps}")
         if self.checkpoint_every < 0:
@@ -167,6 +171,8 @@ def resolve_recipe(spec: TrainSpec, num_train_timesteps: int = 1000) -> Recipe:
     fields = method.config_fields()
     if "num_train_timesteps" in fields:
         options.setdefault("num_train_timesteps", num_train_timesteps)
+    if method.fixed.get("mask") and backend.default_r_min is not None:
+        options.setdefault("r_min", backend.default_r_min)
     if backend.adapter_targets and "target_modules" not in options:
         default = next(f.default for f in dataclasses.fields(method.config_cls) if f.name == "target_modules")
         if tuple(default) == DEFAULT_TARGETS:  # SVDiff adapts every layer: it keeps its own default
@@ -201,7 +207,7 @@ def _refuse_flag_options(spec: TrainSpec, method, size: int | None, options: Map
 
 
 def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """AdamW with betas (0.9, 0.999), eps 1e-8 (REFERENCE §3); Prodigy for FLUX (lr 1)."""
+    """AdamW with betas (0.9, 0.999), eps 1e-8 (docs/decisions.md §3); Prodigy for FLUX (lr 1)."""
     groups = [{k: v for k, v in g.items() if k != "name"} for g in groups]
     if name == "prodigy":
         try:
@@ -249,13 +255,14 @@ def check_spec_file(out_dir: Path, spec: TrainSpec) -> None:
 def check_finished_adapter(out_dir: Path, spec: TrainSpec) -> None:
     """A folder's adapter counts as this spec's result only if the spec it records (metadata `train_spec`)
     is this one: train_spec.json may be missing, or the adapter copied in from another run."""
-    from tlora_bench.adapters.io import read_adapter_config, read_adapter_metadata
+    from tlora_bench.adapters.io import check_adapter_file, read_adapter_config, read_adapter_metadata
 
     path = out_dir / ADAPTER_FILE
     fix = f"delete '{out_dir}' to train again, or use another --out folder"
     try:
         metadata = read_adapter_metadata(path)
         read_adapter_config(path)
+        check_adapter_file(path)
         saved = json.loads(metadata["train_spec"]) if "train_spec" in metadata else None
     except TloraBenchError as e:
         raise TloraBenchError(f"{e}; the adapter in the --out folder is unusable: {fix}") from None
@@ -336,6 +343,22 @@ def _load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -
     return int(state["step"])
 
 
+def _open_log(path: Path):
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def _log_line(log, path: Path, row: dict) -> None:
+    """One line of the training log, flushed; a line cut by a full disk is dropped when the training resumes."""
+    try:
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the log lines of steps up to the checkpoint: a resumed log equals an uninterrupted one."""
     if not path.is_file():
@@ -364,7 +387,9 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
     """
     from tlora_bench.adapters import attach_adapters, detach_adapters
     from tlora_bench.models import load_backend
+    from tlora_bench.threads import adapt_cpu_threads
 
+    adapt_cpu_threads()  # the cores free now: a busy machine slows training in proportion, not twentyfold
     out_dir = Path(out_dir)
     adapter_path = out_dir / ADAPTER_FILE
     concept, image_paths = training_images(spec)  # user errors before anything is written or loaded
@@ -415,7 +440,7 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
     last_good = start
     bar = tqdm(total=recipe.steps, initial=start, disable=None if progress else True, unit="step", leave=False,
                desc=f"train {recipe.label} {concept.id}")  # None: shown on a terminal only
-    with log_path.open("a", encoding="utf-8") as log:
+    with _open_log(log_path) as log, safe_points():  # a stop signal waits for the end of its step
         for step in range(start + 1, recipe.steps + 1):
             tick = time.perf_counter()
             # One generator, one fixed order of draws: the run is a function of the seed and the step.
@@ -438,17 +463,19 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
             row = {"step": step, "t": [round(float(v), 4) for v in t], "loss": loss.item(),
                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
                    "seconds": round(time.perf_counter() - tick, 6)}
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+            _log_line(log, log_path, row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             if on_step:
                 on_step(row)
-            if step == recipe.steps or (spec.checkpoint_every and step % spec.checkpoint_every == 0):
+            if (step == recipe.steps or (spec.checkpoint_every and step % spec.checkpoint_every == 0)
+                    or stop_asked()):  # stopping: this step's checkpoint first, so a resume loses nothing
                 _save_checkpoint(checkpoint, step, model, optimizer, generator)
                 last_good = step
+            stop_if_asked()
     bar.close()
-    save_adapter(model, out_dir / ADAPTER_FILE, adapter_metadata(spec, recipe, backend, concept, image_paths, prompt))
+    save_adapter(model, out_dir / ADAPTER_FILE, adapter_metadata(spec, recipe, backend, concept, image_paths, prompt),
+                 digest_file=True)
     checkpoint.unlink(missing_ok=True)  # the adapter is the result; optimizer state would cost GBs per job
     return TrainResult(out_dir, out_dir / ADAPTER_FILE, recipe.steps, start, time.perf_counter() - started)
 

@@ -1,14 +1,17 @@
-"""GSOFT: Group-and-Shuffle orthogonal fine-tuning (Gorbunov et al. 2024; REFERENCE.md section 2).
+"""GSOFT: Group-and-Shuffle orthogonal fine-tuning (Gorbunov et al. 2024; docs/decisions.md section 2).
 
     G    = Pᵀ · blockdiag(L_1..L_k) · P · blockdiag(R_1..R_k)      an orthogonal n x n matrix
     L_i  = (I + S)(I − S)⁻¹,  S = ½(X − Xᵀ)                         Cayley of a skew matrix; X = 0 at init
     W'   = diag(s) · W · G_in                                       single-sided
     W'   = diag(s) · G_out · W · G_in                               double-sided (default)
-    b'   = diag(s) · [G_out ·] b                                    a biased projection (FLUX's q/k/v)
+    b'   = diag(s) · [G_out ·] b                                    q/k/v with a bias (FLUX's)
+    b'   = b                                                        an output projection (to_out.0)
 
-The bias, as in the authors' code, sits inside the output-side rotation and scale: the adapted output is
-diag(s) · G_out · (W · G_in · x + b), not diag(s) · G_out · W · G_in · x + b (docs/decisions.md). Merging
-folds both into the layer: weight W' and bias b'. SD-XL's attention projections have no bias (only to_out.0).
+The bias sits where the authors' attention processors put it, per projection (docs/decisions.md §2): q/k/v call
+`attn.to_q(x)` with the bias inside, so their bias is rotated and scaled with the output,
+diag(s) · G_out · (W · G_in · x + b); the output projection is `F.linear(x, W)` then the scale, with its bias
+added last, unrotated: diag(s) · G_out · W · G_in · x + b. Merging folds both into the layer: weight W' and
+bias b'. SD-XL's attention projections have no bias but to_out.0.
 P is the perfect shuffle: view the n-vector as (b, k) and transpose, so each block of the second factor
 mixes entries from different blocks of the first. s is a learnable per-output-channel scale (ones at init).
 Not in PEFT: written here. Every block of a factor is processed at once (batched solve and batched
@@ -26,9 +29,13 @@ from torch import nn
 
 from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
 from tlora_bench.adapters.oft import block_counts
-from tlora_bench.adapters.registry import MethodSpec, register_method
+from tlora_bench.adapters.registry import MethodSpec, matches_target, register_method
 from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError
+
+# Output projections: the authors' processors add their bias after the rotation and the scale (FLUX's
+# to_add_out is the context stream's to_out.0).
+OUTPUT_PROJECTIONS = ("to_out.0", "to_add_out")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class GSOFTLinear(AdapterLayer):
                     torch.empty(config.nblocks, block, block, device=device, dtype=dtype)))
         self.scale = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
         self._merged_bias: torch.Tensor | None = None  # b' while merged; not a buffer, never saved
+        self.bias_outside = matches_target(name, OUTPUT_PROJECTIONS)  # b added last, unrotated, unscaled
         if init and device.type != "meta":
             self._init_identity()
 
@@ -133,21 +141,23 @@ class GSOFTLinear(AdapterLayer):
         # W · G_in = (G_inᵀ · Wᵀ)ᵀ: the rotation acts on the rows of Wᵀ.
         rotated = gs_matmul(blocks["in_L"], blocks["in_R"], weight.T, transpose=True).T
         base_bias = self.base_layer.bias if bias else None
-        new_bias = None if base_bias is None else base_bias.to(self.scale.dtype)[:, None]
-        if self.config.double_sided:
-            if new_bias is None:
+        if base_bias is None or self.bias_outside:
+            if self.config.double_sided:
                 rotated = gs_matmul(blocks["out_L"], blocks["out_R"], rotated)
-            else:  # one rotation of [W G_in | b]: the bias is rotated with the weight
-                both = gs_matmul(blocks["out_L"], blocks["out_R"], torch.cat([rotated, new_bias], dim=1))
-                rotated, new_bias = both[:, :-1], both[:, -1:]
-        return self.scale[:, None] * rotated, None if new_bias is None else self.scale * new_bias[:, 0]
+            return self.scale[:, None] * rotated, None if base_bias is None else base_bias.to(self.scale.dtype)
+        inner = torch.cat([rotated, base_bias.to(self.scale.dtype)[:, None]], dim=1)  # [W G_in | b]
+        if self.config.double_sided:  # one rotation of both: the bias is rotated with the weight
+            inner = gs_matmul(blocks["out_L"], blocks["out_R"], inner)
+        scaled = self.scale[:, None] * inner
+        return scaled[:, :-1], scaled[:, -1]
 
     def adapted_weight(self) -> torch.Tensor:
-        """diag(s) · [G_out ·] W · G_in in the adapter's dtype (paper's W', REFERENCE.md section 2)."""
+        """diag(s) · [G_out ·] W · G_in in the adapter's dtype (paper's W', docs/decisions.md section 2)."""
         return self._adapted(bias=False)[0]
 
     def adapted_bias(self) -> torch.Tensor | None:
-        """diag(s) · [G_out ·] b in the adapter's dtype (the authors' bias placement), or None without a bias."""
+        """b' in the adapter's dtype: diag(s) · [G_out ·] b, or b itself on an output projection (the authors'
+        placement); None without a bias."""
         return self._adapted()[1]
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,9 +187,10 @@ class GSOFTLinear(AdapterLayer):
 
     def extra_repr(self) -> str:
         config: GSOFTConfig = self.config
-        return f"{super().extra_repr()}, nblocks={config.nblocks}, double_sided={config.double_sided}"
+        return (f"{super().extra_repr()}, nblocks={config.nblocks}, double_sided={config.double_sided}, "
+                f"bias={'outside' if self.bias_outside else 'inside'}")
 
 
 register_method(MethodSpec(
     name="gsoft", summary="GSOFT: W' = diag(s)·G_out·W·G_in, G group-and-shuffle Cayley", config_cls=GSOFTConfig,
-    layer_cls=GSOFTLinear, size_field="nblocks", steps=800, lr=1e-4, weight_decay=1e-4))  # REFERENCE.md §3
+    layer_cls=GSOFTLinear, size_field="nblocks", steps=800, lr=1e-4, weight_decay=1e-4))  # docs/decisions.md §3

@@ -7,6 +7,7 @@ a reload reproduces outputs bit for bit (frozen factors are read back, never re-
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from tlora_bench.adapters.layer import AdapterConfig, describe_type, fits_type
 from tlora_bench.adapters.model import adapter_config, adapter_layers, attach_adapters, detach_adapters
 from tlora_bench.adapters.registry import METHODS
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes
+from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, sha256_file
 
 FORMAT = "tlora-bench-adapter"
 FORMAT_VERSION = "1"
@@ -34,15 +35,52 @@ def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, layer in adapter_layers(model).items() for key, value in layer.adapter_tensors().items()}
 
 
-def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the adapter of `model` atomically; `metadata` adds provenance (base model id, steps, ...)."""
+def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None, *,
+                 digest_file: bool = False) -> Path:
+    """Write the adapter of `model` atomically; `metadata` adds provenance (base model id, steps, ...).
+
+    `digest_file`: first write the file's sha256 beside it (`digest_path`), which `check_adapter_file` compares
+    with the file later: an adapter truncated or altered after it was written is then refused, not used.
+    """
     config = adapter_config(model)
     tensors = {k: v.cpu() for k, v in adapter_state_dict(model).items()}
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": config.method,
               "config": json.dumps(config.to_dict()), "tlora_bench_version": __version__,
               **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
-    atomic_write_bytes(path, save(tensors, metadata=header))
+    data = save(tensors, metadata=header)
+    if digest_file:  # before the adapter: an adapter on disk never has a stale digest beside it
+        atomic_write_text(digest_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n")
+    atomic_write_bytes(path, data)
     return Path(path)
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """The sha256 file beside an adapter (`sha256sum -c` reads it too): adapter.safetensors.sha256."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def recorded_digest(path: str | os.PathLike) -> str | None:
+    """The sha256 recorded beside an adapter when it was written, or None when none was (or it is unreadable)."""
+    try:
+        text = digest_path(path).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0] if text and len(text[0]) == 64 else None
+
+
+def check_adapter_file(path: str | os.PathLike) -> None:
+    """An adapter whose bytes no longer match the sha256 recorded beside it (truncated, altered) is one line."""
+    expected = recorded_digest(path)
+    if expected is None or not Path(path).is_file():
+        return  # none recorded (an adapter from elsewhere) or no file: the readers say what is wrong
+    try:
+        actual = sha256_file(path)
+    except OSError as e:
+        raise TloraBenchError(f"cannot read adapter file '{path}' ({e.strerror or type(e).__name__})") from None
+    if actual != expected:
+        raise TloraBenchError(f"adapter file '{path}' does not match the sha256 recorded in '{digest_path(path)}' "
+                              "when it was trained: it was truncated or altered since; train it again (delete it and "
+                              "re-run the same `tlora-bench train` or `tlora-bench run`)")
 
 
 def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -89,6 +127,10 @@ def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
     if data.get("method", method) != method:
         raise TloraBenchError(f"{where}: config method {data.get('method')!r} differs from metadata method "
                               f"{method!r}")
+    fields = [f.name for f in dataclasses.fields(spec.config_cls)]
+    if not set(data) - {"method"}:
+        raise TloraBenchError(f"'{path}' records no adapter config ({', '.join(fields)}): it was not written by "
+                              "`tlora-bench train`, or was altered; train the adapter again")
     data = {**data, "method": method}
     hints = typing.get_type_hints(spec.config_cls)
     for key, value in data.items():
@@ -96,11 +138,18 @@ def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
             raise TloraBenchError(f"{where}: config key '{key}' must be {describe_type(hints[key])}, "
                                   f"got {type(value).__name__} {_short(value)}")
     try:
-        return spec.config_cls.from_dict(data)
+        config = spec.config_cls.from_dict(data)
     except TloraBenchError as e:
         raise TloraBenchError(f"{where}: {e}") from None
     except (TypeError, ValueError, ArithmeticError) as e:  # e.g. a required field missing
         raise TloraBenchError(f"{where}: config does not fit {spec.config_cls.__name__} ({_one_line(e)})") from None
+    # save_adapter records every field: a missing one would take its dataclass default, which need not be the
+    # method's (a 'lora' file without 'mask' would load as a masked T-LoRA), so it is refused, never filled in.
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise TloraBenchError(f"'{path}' records no {', '.join(missing)} in its adapter config: it was not written "
+                              "by `tlora-bench train`, or was altered; train the adapter again")
+    return config
 
 
 def read_adapter_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from torch import nn
 from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError, did_you_mean
 
-# REFERENCE.md section 1: the four projections of every attention module.
+# docs/decisions.md section 1: the four projections of every attention module.
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 

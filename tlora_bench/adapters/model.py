@@ -97,7 +97,7 @@ def count_trainable(model: nn.Module) -> int:
 
 def parameter_groups(model: nn.Module, lr: float | None = None,
                      weight_decay: float | None = None) -> list[dict]:
-    """Optimizer parameter groups with the method's defaults (REFERENCE.md sections 2-3).
+    """Optimizer parameter groups with the method's defaults (docs/decisions.md sections 2-3).
 
     A layer may split its parameters into groups with their own learning rate (SVDiff) through
     `param_groups(lr, weight_decay)`; by default all share one group.

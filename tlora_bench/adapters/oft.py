@@ -1,8 +1,8 @@
-"""OFT through PEFT's own rotation module (REFERENCE.md section 2).
+"""OFT through PEFT's own rotation module (docs/decisions.md section 2).
 
     W' = W · Rᵀ,   R = blockdiag(R_1 .. R_r),   R_i = (I − Q_i)(I + Q_i)⁻¹,   Q_i skew, zero at init
 
-REFERENCE Decision: PEFT `OFTConfig(r=N, oft_block_size=0, coft=False, use_cayley_neumann=False)` on the
+Decision (docs/decisions.md §2): PEFT `OFTConfig(r=N, oft_block_size=0, coft=False, use_cayley_neumann=False)` on the
 same four attention linears as T-LoRA. "OFT-32" means r = 32 blocks, each of size in_features / 32. The
 rotation is PEFT's `OFTRotationModule` (exact Cayley through a batched solve), wrapped in our
 `AdapterLayer` so it saves, loads and merges like every other method. Current PEFT rotates the input side
@@ -44,7 +44,7 @@ def block_counts(features: int) -> list[int]:
 
 
 def _peft_rotation(nblocks: int, in_features: int) -> nn.Module:
-    """PEFT's rotation module with the REFERENCE Decision's options: exact Cayley, no COFT, no block sharing."""
+    """PEFT's rotation module with the options of docs/decisions.md §2: exact Cayley, no COFT, no block sharing."""
     from peft.tuners.oft.layer import OFTRotationModule
 
     block = in_features // nblocks
@@ -93,4 +93,4 @@ class OFTLinear(AdapterLayer):
 register_method(MethodSpec(
     name="oft", summary="OFT (PEFT): W' = W·Rᵀ, R block-diagonal Cayley, exact", config_cls=OFTConfig,
     layer_cls=OFTLinear, size_field="nblocks", fixed={"peft_version": PEFT_VERSION},
-    steps=800, lr=1e-4, weight_decay=1e-4))  # REFERENCE.md section 3
+    steps=800, lr=1e-4, weight_decay=1e-4))  # docs/decisions.md section 3

@@ -48,7 +48,7 @@ class MethodSpec:
     # Config values that define the method (e.g. mask=True for T-LoRA); users cannot override them.
     fixed: Mapping[str, Any] = field(default_factory=dict)
     size_field: str | None = None  # the config field a "-N" label suffix sets
-    steps: int = 500  # REFERENCE.md section 3
+    steps: int = 500  # docs/decisions.md section 3
     lr: float = 1e-4
     weight_decay: float = 1e-4
     mergeable: bool = True  # can be merged into W once, for every timestep

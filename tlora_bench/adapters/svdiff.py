@@ -1,4 +1,4 @@
-"""SVDiff: spectral shifts of every Linear, Conv and norm layer (Han et al. 2023; REFERENCE.md section 2).
+"""SVDiff: spectral shifts of every Linear, Conv and norm layer (Han et al. 2023; docs/decisions.md section 2).
 
     W   = U · diag(σ) · Vᵀ                       thin SVD of the frozen weight, once, at attach (fp32)
     W_δ = U · diag(ReLU(σ + δ)) · Vᵀ             δ trainable, zeros at init
@@ -40,7 +40,7 @@ class SVDiffConfig(AdapterConfig):
     # Empty: every Linear, Conv and affine GroupNorm/LayerNorm of the model. Names (or dotted suffixes)
     # restrict SVDiff to those layers.
     target_modules: tuple[str, ...] = ()
-    norm_lr: float = 1e-6  # learning rate of the norm layers' scalar shifts (SVDiff's choice, REFERENCE §2)
+    norm_lr: float = 1e-6  # learning rate of the norm layers' scalar shifts (SVDiff's choice, docs/decisions.md §2)
     # Store U and Vᵀ in adapter files (bit-exact reload on any machine, 13.7 GiB for SD-XL) instead of
     # recomputing them from the frozen weight on load (7 MB files).
     save_factors: bool = False
@@ -147,7 +147,7 @@ class SVDiffLayer(AdapterLayer):
         return self.spectral_weight()
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Norm shifts train with `norm_lr` (1e-6), every other shift with `lr` (1e-3): REFERENCE.md section 2."""
+        """Norm shifts train with `norm_lr` (1e-6), every other shift with `lr` (1e-3): docs/decisions.md section 2."""
         if self.kind == "norm":
             return [{"params": [self.delta], "lr": self.config.norm_lr, "weight_decay": weight_decay,
                      "name": "svdiff norm shifts"}]
@@ -195,4 +195,4 @@ def memory_footprint(model: nn.Module) -> MemoryFootprint:
 register_method(MethodSpec(
     name="svdiff", summary="SVDiff: W_δ = U·diag(ReLU(σ+δ))·Vᵀ on every Linear/Conv, scalar shift per norm",
     config_cls=SVDiffConfig, layer_cls=SVDiffLayer, find_targets=spectral_targets,
-    steps=1600, lr=1e-3, weight_decay=0.01))  # REFERENCE.md sections 2-3 (AdamW, eps 1e-8)
+    steps=1600, lr=1e-3, weight_decay=0.01))  # docs/decisions.md sections 2-3 (AdamW, eps 1e-8)

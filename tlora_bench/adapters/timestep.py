@@ -25,10 +25,10 @@ class TimestepNotSetError(TloraBenchError):
 
 def rank_schedule(t: torch.Tensor | float, r: int, r_min: int, num_train_timesteps: int = 1000,
                   gamma: float = 1.0) -> torch.Tensor:
-    """r(t) = floor(((T - t) / T)^gamma * (r - r_min)) + r_min, clamped to [r_min, r] (REFERENCE.md section 1).
+    """r(t) = floor(((T - t) / T)^gamma * (r - r_min)) + r_min, clamped to [r_min, r] (docs/decisions.md section 1).
 
-    Paper eq. 7 with the authors' exponent gamma (1 by default). Works on a python number or a tensor of
-    timesteps (one per sample) and returns int64 ranks of the same shape.
+    The paper's schedule (section 3.1) with the authors' exponent gamma (1 by default). Works on a python
+    number or a tensor of timesteps (one per sample) and returns int64 ranks of the same shape.
     """
     if not 1 <= r_min <= r:
         raise TloraBenchError(f"rank schedule needs 1 <= r_min <= r, got r={r}, r_min={r_min}")
@@ -114,7 +114,7 @@ def install_timestep_hook(model: nn.Module, argument: str = "timestep",
     """Set the state from the denoiser's own timestep argument on every call, and clear it afterwards.
 
     `to_train_timesteps` maps the model's argument to the scheduler's [0, T) scale (FLUX passes sigma,
-    REFERENCE.md section 1: the timestep in r(t) is sigma x 1000). Returns the two hook handles.
+    docs/decisions.md section 1: the timestep in r(t) is sigma x 1000). Returns the two hook handles.
     """
     state = timestep_state(model)
     signature = inspect.signature(model.forward)
@@ -138,7 +138,7 @@ def install_timestep_hook(model: nn.Module, argument: str = "timestep",
 
 
 def sigma_to_timestep(sigma: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
-    """FLUX: the scheduler's timestep for r(t) is sigma x T (REFERENCE.md section 1)."""
+    """FLUX: the scheduler's timestep for r(t) is sigma x T (docs/decisions.md section 1)."""
     return sigma * num_train_timesteps
 
 

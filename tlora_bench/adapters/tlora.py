@@ -1,4 +1,4 @@
-"""One layer for the T-LoRA family: lora, vanilla-tlora, ortho-lora, tlora (REFERENCE.md section 1).
+"""One layer for the T-LoRA family: lora, vanilla-tlora, ortho-lora, tlora (docs/decisions.md section 1).
 
     lora            ΔW   = B A                          A ~ N(0, 1/r²), B = 0
     vanilla-tlora   ΔW_t = B M_t A                      as LoRA
@@ -60,10 +60,10 @@ class TLoRAConfig(AdapterConfig):
 
 
 def _svd_factors(matrix: torch.Tensor, r: int, components: str) -> tuple[torch.Tensor, ...]:
-    """B0 = U[:, idx], S0 = S[idx], A0 = Vᵀ[idx, :] with correctly paired singular vectors (REFERENCE §1)."""
+    """B0 = U[:, idx], S0 = S[idx], A0 = Vᵀ[idx, :] with correctly paired singular vectors (docs/decisions.md §1)."""
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     k = s.numel()
-    # middle: start = ceil((k - r) / 2), as the authors' code (docs/decisions.md)
+    # middle: start = ceil((k - r) / 2), as the authors' code (docs/decisions.md §1)
     start = {"top": 0, "middle": (k - r + 1) // 2, "last": k - r}[components]
     return u[:, start:start + r], s[start:start + r], vh[start:start + r, :]
 
@@ -99,7 +99,7 @@ class TLoRALinear(AdapterLayer):
     def _init_factors(self) -> None:
         config: TLoRAConfig = self.config
         generator = torch.Generator().manual_seed(layer_seed(config.seed, self.name))
-        if not self.ortho:  # LoRA init: A ~ N(0, std 1/r), B = 0 (REFERENCE.md section 1)
+        if not self.ortho:  # LoRA init: A ~ N(0, std 1/r), B = 0 (docs/decisions.md section 1)
             self.A.copy_(torch.randn(self.A.shape, generator=generator) / config.r)
             self.B.zero_()
             return

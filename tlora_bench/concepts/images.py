@@ -18,12 +18,15 @@ def _open(path: str | Path, folder: str | Path | None = None) -> Image.Image:
     path = check_inside(path, folder)
     if not path.is_file():
         raise TloraBenchError(f"image file not found: '{path}'; check the concept folder (--data-dir)")
+    image = None
     try:
         image = Image.open(path)
         if getattr(image, "n_frames", 1) > 1:  # animated GIF, WebP, multi-page TIFF: the first frame
             image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if image is not None:  # else its file stays open until exit, and Python warns of it after the error line
+            image.close()
         raise TloraBenchError(f"cannot read image '{path}' ({e}); replace the file or remove it "
                               "from the concept's manifest") from None
     return image
@@ -59,7 +62,7 @@ def load_image(path: str | Path, folder: str | Path | None = None) -> Image.Imag
 
 
 def center_crop(image: Image.Image) -> Image.Image:
-    """The largest centered square (REFERENCE.md section 3: center crop to square)."""
+    """The largest centered square (docs/decisions.md section 3: center crop to square)."""
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -67,7 +70,7 @@ def center_crop(image: Image.Image) -> Image.Image:
 
 
 def resize(image: Image.Image, size: int) -> Image.Image:
-    """Resize to size x size with LANCZOS (REFERENCE.md section 3)."""
+    """Resize to size x size with LANCZOS (docs/decisions.md section 3)."""
     if size < 1:
         raise TloraBenchError(f"image size must be a positive number of pixels, got {size}")
     return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.LANCZOS)

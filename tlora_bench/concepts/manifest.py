@@ -34,7 +34,7 @@ class Concept:
     id: str
     class_word: str  # the class noun that follows the token V* in prompts ("sks dog")
     live: bool  # live subjects (pets) take the paper's live prompt set, others the object set
-    train_image: str  # file name of the single training image (REFERENCE.md section 7)
+    train_image: str  # file name of the single training image (docs/decisions.md section 7)
     images: tuple[str, ...]  # every image of the subject: the real set for IS and DINO-IS
     source: str = ""
     license: str = ""
@@ -127,6 +127,20 @@ def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: set[s
             raise _fail(path, where, f"unknown key '{key}'{did_you_mean(key, allowed)}")
 
 
+def _got(value: Any) -> str:
+    """A wrong value for a message: its TOML-facing type and a short repr."""
+    text = " ".join(repr(value).split())
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _text(path: Path, where: str, table: Mapping[str, Any], key: str, default: str = "", what: str = "text") -> str:
+    """The string value of `key`, or one line naming the key: a number or list is never quietly str()-ed."""
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise _fail(path, where, f"'{key}' must be {what}, got {_got(value)}")
+    return value
+
+
 def is_safe_name(value: Any) -> bool:
     """A name that can be a folder of results: no path separator, no '..', nothing absolute."""
     return isinstance(value, str) and _SAFE_NAME.fullmatch(value) is not None
@@ -169,8 +183,10 @@ def _parse_concept(path: Path, raw: Any, base_dir: Path | None) -> Concept:
     cid = _safe_name(path, "", "concept id", raw.get("id"))
     where = f"concept '{cid}': "
     _check_keys(path, where, raw, _CONCEPT_KEYS)
-    class_word = raw.get("class_word")
-    if not isinstance(class_word, str) or not class_word.strip():
+    if "class_word" not in raw:
+        raise _fail(path, where, "'class_word' is required: the class noun, e.g. class_word = \"dog\"")
+    class_word = _text(path, where, raw, "class_word", what="text (the class noun, e.g. class_word = \"dog\")")
+    if not class_word.strip():
         raise _fail(path, where, "'class_word' is required: the class noun, e.g. class_word = \"dog\"")
     live = raw.get("live", False)
     if not isinstance(live, bool):
@@ -193,15 +209,16 @@ def _parse_concept(path: Path, raw: Any, base_dir: Path | None) -> Concept:
             raise _fail(path, where, f"no images found in '{folder}'; put the concept's images there "
                                      "or list them with images = [...]")
     if not isinstance(images, (list, tuple)) or not images:
-        raise _fail(path, where, "'images' must be a non-empty list of file names")
+        raise _fail(path, where, f"'images' must be a non-empty list of file names, got {_got(images)}")
     images = tuple(_safe_name(path, where, "image file name", name) for name in images)
     if len(set(images)) != len(images):
         raise _fail(path, where, "'images' lists a file twice")
-    train_image = raw.get("train_image", images[0])
+    train_image = _text(path, where, raw, "train_image", images[0], what="a file name (text)")
     if train_image not in images:
         raise _fail(path, where, f"train_image '{train_image}' is not one of its images {list(images)}")
     return Concept(id=cid, class_word=class_word.strip(), live=live, train_image=train_image, images=images,
-                   source=str(raw.get("source", "")), license=str(raw.get("license", "")), folder=folder)
+                   source=_text(path, where, raw, "source"), license=_text(path, where, raw, "license"),
+                   folder=folder)
 
 
 def _parse_sets(path: Path, raw: Any, ids: list[str]) -> dict[str, tuple[str, ...]]:
@@ -210,16 +227,21 @@ def _parse_sets(path: Path, raw: Any, ids: list[str]) -> dict[str, tuple[str, ..
     sets: dict[str, tuple[str, ...]] = {}
     for name, spec in raw.items():
         _safe_name(path, "", "set name", name)
+        where = f"set '{name}': "
         if spec == "all":
             named, members = [], list(ids)
         elif isinstance(spec, list):
             named = members = list(spec)
         elif isinstance(spec, Mapping) and set(spec) == {"exclude"}:
+            if not isinstance(spec["exclude"], list):  # a string would be read as a list of letters
+                raise _fail(path, where, f"'exclude' must be a list of concept ids, got {_got(spec['exclude'])}")
             named = list(spec["exclude"])
             members = [cid for cid in ids if cid not in named]
         else:
-            raise _fail(path, f"set '{name}': ", "must be \"all\", a list of ids or {exclude = [ids]}")
+            raise _fail(path, where, f"must be \"all\", a list of ids or {{exclude = [ids]}}, got {_got(spec)}")
         for cid in named:
+            if not isinstance(cid, str):
+                raise _fail(path, where, f"concept ids must be text, got {_got(cid)}")
             if cid not in ids:
                 raise _fail(path, f"set '{name}': ", f"unknown concept '{cid}'{did_you_mean(cid, ids)}")
         sets[name] = tuple(members)
@@ -232,7 +254,11 @@ def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
     raw = read_toml(path)
     _check_keys(path, "", raw, {"dataset", "sets", "concepts"})
     dataset = raw.get("dataset", {})
+    if not isinstance(dataset, Mapping):
+        raise _fail(path, "", f"[dataset] must be a table (name = \"...\", root = \"...\"), got {_got(dataset)}")
     _check_keys(path, "[dataset]: ", dataset, _DATASET_KEYS)
+    for key in _DATASET_KEYS - {"name", "root", "default_set"}:  # those three have their own messages below
+        _text(path, "[dataset]: ", dataset, key)
     root = dataset.get("root", ".")
     if not isinstance(root, str) or not root:
         raise _fail(path, "[dataset]: ", f"'root' must be a folder path (text), got {root!r}")
@@ -253,9 +279,10 @@ def load_manifest(path: str | Path, *, user: bool = True) -> Manifest:
     name = _safe_name(path, "[dataset]: ", "name", dataset.get("name", default_name(path)))
     if not sets:  # a user manifest without [sets]: one set, named after the manifest, of every concept
         sets[name] = tuple(concepts)
-    default_set = dataset.get("default_set", name)
+    default_set = _text(path, "[dataset]: ", dataset, "default_set", name, what="the name of a set")
     if default_set not in sets:
-        raise _fail(path, "[dataset]: ", f"default_set '{default_set}' is not a set{did_you_mean(default_set, sets)}")
+        raise _fail(path, "[dataset]: ", f"default_set '{default_set}' is not a set{did_you_mean(default_set, sets)} "
+                                         f"(sets: {', '.join(sets)})")
     return Manifest(name=name, path=path, concepts=MappingProxyType(concepts),
                     sets=MappingProxyType(sets), default_set=default_set,
                     dataset=MappingProxyType({k: str(v) for k, v in dataset.items()}))

@@ -1,4 +1,4 @@
-"""Evaluation (REFERENCE.md section 5): feature extractors, segmenters, IS / DINO-IS / TS, aggregation.
+"""Evaluation (docs/decisions.md section 5): feature extractors, segmenters, IS / DINO-IS / TS, aggregation.
 
 Heavy libraries (open_clip, timm, transformers, OpenCV) are imported when a model is loaded, not here.
 """

@@ -1,6 +1,6 @@
 """Per-image rows -> per prompt -> per concept -> per method, with a bootstrap interval over concepts.
 
-REFERENCE.md section 5, Aggregation: a prompt's score is the mean over its images; a concept's IS and DINO-IS
+docs/decisions.md section 5, Aggregation: a prompt's score is the mean over its images; a concept's IS and DINO-IS
 are its base prompt's (the real x generated matrix mean), its TS the mean over its contextual prompts (every
 template but the base one, each prompt weighted equally); a method's score is the mean over concepts.
 Decision: a 95% percentile bootstrap interval over concepts, resampled with replacement.

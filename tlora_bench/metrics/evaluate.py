@@ -1,6 +1,6 @@
 """`tlora-bench evaluate DIR`: score a folder of generated images and write per-image rows and aggregates.
 
-Protocol: REFERENCE.md section 5 and docs/evaluation.md. Flow: find DIR/<method>/<concept>/images.jsonl ->
+Protocol: docs/decisions.md section 5 and docs/evaluation.md. Flow: find DIR/<method>/<concept>/images.jsonl ->
 embed the concept's real images and the generated ones (cached) -> one row per generated image -> aggregate
 per prompt, concept and method -> write Parquet/CSV files and evaluation.json (last, atomically).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 from tlora_bench.concepts.manifest import Concept, Manifest
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from tlora_bench.limits import check_bootstrap, check_seed
 from tlora_bench.metrics import aggregate
 from tlora_bench.metrics.cache import CACHE_DIRNAME, FeatureCache
 from tlora_bench.metrics.extractors import (
@@ -56,7 +58,7 @@ class EvalOptions:
     """Every choice that changes the numbers; all of them are recorded in each result row."""
 
     segmenter: str = DEFAULT_SEGMENTER  # masks for masked IS / DINO-IS (grabcut: the offline default)
-    dino: str = DEFAULT_DINO  # DINO v1 ViT-S/16 (REFERENCE.md section 5, Decision) or dinov2-vits14
+    dino: str = DEFAULT_DINO  # DINO v1 ViT-S/16 (docs/decisions.md section 5, Decision) or dinov2-vits14
     real_set: str = "all"  # every image of the concept (Decision), or "train": the training image only
     device: str = "auto"
     dtype: str = "fp32"
@@ -74,6 +76,8 @@ class EvalOptions:
             raise unknown_name_error("real set", self.real_set, REAL_SETS)
         if self.batch_size < 1 or self.bootstrap < 1:
             raise TloraBenchError("--batch-size and --bootstrap must be at least 1")
+        check_bootstrap(self.bootstrap, "--bootstrap")
+        check_seed(self.seed, "--seed")  # checked now: the bootstrap runs only after every image is scored
         resolve_dtype(self.dtype)
         for name in self.weights:
             if name not in EXTRACTORS and name not in SEGMENTER_WEIGHTS:
@@ -256,11 +260,16 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     Unreadable images are reported through `on_problem` (one line each) and left out; if nothing at all can
     be scored, a TloraBenchError says so. Outputs go to `out_dir` (default DIR/evaluation).
     """
+    from tlora_bench.threads import adapt_cpu_threads
+
     options = options or EvalOptions()
     options.check()
+    adapt_cpu_threads()  # the cores free now, for feature extraction and grabcut (docs/performance.md)
     images_dir = Path(images_dir)
     out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
     folders = find_indexed_folders(images_dir, skip=[out_dir])
+    # Each resample draws one value per concept of a method: their number bounds how many fit in memory.
+    check_bootstrap(options.bootstrap, "--bootstrap", max(Counter(f.method_label for f in folders).values(), default=1))
     check_writable(out_dir / CACHE_DIRNAME)  # before any model loads, and before the old results are let go
     # Old results must not look finished if this run stops half-way: evaluation.json is the done marker.
     (out_dir / "evaluation.json").unlink(missing_ok=True)

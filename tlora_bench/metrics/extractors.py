@@ -1,4 +1,4 @@
-"""Image and text feature extractors for IS, DINO-IS and TS (REFERENCE.md section 5), plus tiny test versions.
+"""Image and text feature extractors for IS, DINO-IS and TS (docs/decisions.md section 5), plus tiny test versions.
 
 `clip-vit-b-32` is open_clip ViT-B/32 with OpenAI weights and open_clip's own preprocessing; `dino-vits16`
 (DINO v1, the default) and `dinov2-vits14` are timm ViT-S models whose CLS token is the embedding. Every
@@ -63,7 +63,7 @@ EXTRACTORS.register("clip-vit-b-32", ExtractorSpec(
     description="CLIP ViT-B/32, OpenAI weights (IS, TS)"))
 EXTRACTORS.register("dino-vits16", ExtractorSpec(
     "dino-vits16", "timm", "vit_small_patch16_224.dino", "timm/vit_small_patch16_224.dino",
-    description="DINO v1 ViT-S/16 (DINO-IS; the paper's citation, REFERENCE.md section 5 Decision)"))
+    description="DINO v1 ViT-S/16 (DINO-IS; the paper's citation, docs/decisions.md section 5 Decision)"))
 EXTRACTORS.register("dinov2-vits14", ExtractorSpec(
     "dinov2-vits14", "timm", "vit_small_patch14_dinov2.lvd142m", "timm/vit_small_patch14_dinov2.lvd142m",
     model_args={"img_size": DINO_CROP}, description="DINOv2 ViT-S/14 (DINO-IS as the authors' evaluator)"))

@@ -1,6 +1,6 @@
 """`grounded-sam`: Grounding-DINO finds the box of the class word, SAM turns that box into a mask.
 
-The T-LoRA authors' README points to Grounded-SAM for the masks of masked IS (REFERENCE.md section 5). Both
+The T-LoRA authors' README points to Grounded-SAM for the masks of masked IS (docs/decisions.md section 5). Both
 models run through transformers and load from a hub id (cached) or a local folder saved with
 `save_pretrained`. The highest-scoring box wins: a generated image may show other objects of the same class
 ("a {0} with another dog"), and the concept is the most confident detection.

@@ -1,4 +1,4 @@
-"""IS, DINO-IS and TS from embeddings (REFERENCE.md section 5). Pure numpy: no models here.
+"""IS, DINO-IS and TS from embeddings (docs/decisions.md section 5). Pure numpy: no models here.
 
 IS of a concept is the mean of the full real x generated cosine matrix. Every generated image is compared
 with the same real set, so that mean equals the mean over generated images of each one's mean similarity to
@@ -13,7 +13,7 @@ import numpy as np
 
 from tlora_bench.prompts import PLACEHOLDER
 
-# TS text variants of the authors' evaluator (REFERENCE.md section 5, Decision): the headline drops {0}
+# TS text variants of the authors' evaluator (docs/decisions.md section 5, Decision): the headline drops {0}
 # and the class word ("a in the jungle"); the other keeps the class word ("a dog in the jungle").
 TS_VARIANTS = ("class_removed", "class_kept")
 TS_HEADLINE = "class_removed"

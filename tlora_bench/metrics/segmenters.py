@@ -1,6 +1,6 @@
 """Foreground segmenters for masked IS and DINO-IS, pluggable by name, and the black-fill masking itself.
 
-REFERENCE.md section 5, Decision: the background is filled with black, no crop, same resolution; masks come
+docs/decisions.md section 5, Decision: the background is filled with black, no crop, same resolution; masks come
 from a segmenter prompted with the class word, or from mask files provided beside real images. A segmenter
 maps (RGB image, class word) to a boolean (H, W) mask, True = object; an empty mask means "found nothing".
 """
@@ -17,7 +17,7 @@ from PIL import Image
 from tlora_bench.concepts.manifest import MASK_SUFFIX
 from tlora_bench.registry import Registry
 
-MASK_FILL = (0, 0, 0)  # black (REFERENCE.md section 5, Decision)
+MASK_FILL = (0, 0, 0)  # black (docs/decisions.md section 5, Decision)
 MASK_FILL_NAME = "black"
 
 
@@ -133,7 +133,7 @@ SEGMENTERS.register("grabcut", lambda weights, device, dtype: GrabCutSegmenter()
 SEGMENTERS.register("provided", lambda weights, device, dtype: ProvidedSegmenter())
 SEGMENTERS.register("grounded-sam", _grounded_sam)
 SEGMENTERS.register("none", lambda weights, device, dtype: NoneSegmenter())
-DEFAULT_SEGMENTER = "grabcut"  # the offline default; grounded-sam is the default for GPU runs (docs)
+DEFAULT_SEGMENTER = "grabcut"  # every run; choose grounded-sam (GPU runs, hub weights) with --segmenter
 
 
 def load_segmenter(name: str, *, weights: Mapping[str, str] | None = None, device: str = "cpu",

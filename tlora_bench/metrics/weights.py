@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from tlora_bench.errors import unknown_name_error
+from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.metrics.extractors import EXTRACTORS, load_extractor
 from tlora_bench.metrics.grounded_sam import DETECTOR_ID, SAM_ID
 
@@ -41,3 +41,20 @@ def fetch_evaluation_weights(names: Iterable[str] | None = None,
         if on_done:
             on_done(f"{name}: {known[name]}")
     return chosen
+
+
+def check_evaluation_weights(names: Iterable[str]) -> None:
+    """Whether each named evaluation model can be had (the Hugging Face cache or a reachable hub), checked
+    once before any job of a run: one line naming the model and the ways out, before hours of training."""
+    from tlora_bench.hub import why_unavailable
+
+    for name in names:
+        repos = [DETECTOR_ID, SAM_ID] if name == "grounded-sam" else [EXTRACTORS.get(name).hub_id]
+        for repo in repos:
+            why = why_unavailable(repo)
+            if why is not None:
+                raise TloraBenchError(
+                    f"evaluation model '{name}' cannot be loaded: '{repo}' is not in the Hugging Face cache, and "
+                    f"{why}. Run `tlora-bench models download --evaluation` on a machine with internet (then copy "
+                    "the Hugging Face cache), or score a smoke run with tiny random extractors "
+                    "(--set tiny_extractors=true)")

@@ -30,7 +30,7 @@ register_backend(BackendSpec(
     loader="tlora_bench.models.flux:FluxBackend", hub_id="black-forest-labs/FLUX.1-dev",
     revision=None, resolution=1024, num_inference_steps=28, guidance_scale=3.5, optimizer="prodigy",
     adapter_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"),
-    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}, default_precision="bf16"))
+    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}, default_precision="bf16", default_r_min=1))
 register_backend(BackendSpec(
     name="tiny-sdxl", summary="a tiny random-weight SD-XL pipeline (tests and smoke runs; meaningless images)",
     loader="tlora_bench.models.sdxl:SDXLBackend", hub_id=None, resolution=64, num_inference_steps=4,
@@ -40,7 +40,7 @@ register_backend(BackendSpec(
     loader="tlora_bench.models.flux:FluxBackend", hub_id=None, resolution=32, num_inference_steps=4,
     guidance_scale=3.5, optimizer="prodigy",
     adapter_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"),
-    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}))
+    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}, default_r_min=1))
 
 
 def backend_spec(name: str) -> BackendSpec:

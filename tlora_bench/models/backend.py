@@ -28,7 +28,7 @@ from tlora_bench.errors import TloraBenchError
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A registered model backend: where its weights come from and its sampling defaults (REFERENCE §3-4)."""
+    """A registered model backend: where its weights come from and its sampling defaults (docs/decisions.md §3-4)."""
 
     name: str
     summary: str
@@ -39,9 +39,12 @@ class BackendSpec:
     resolution: int = 1024
     num_inference_steps: int = 25
     guidance_scale: float = 5.0
-    optimizer: str = "adamw"  # the training default for this backend (FLUX: prodigy, REFERENCE §3)
+    optimizer: str = "adamw"  # the training default for this backend (FLUX: prodigy, docs/decisions.md §3)
     adapter_targets: tuple[str, ...] | None = None  # None: the methods' defaults (SD-XL attention linears)
     default_steps: dict[str, int] = field(default_factory=dict)  # per-method steps on this backend (FLUX)
+    # r_min of the rank schedule when none is given; None: r // 2, the paper's SD-XL default. FLUX: 1, the authors'
+    # FLUX command (the paper gives none; docs/decisions.md §3).
+    default_r_min: int | None = None
     default_precision: str = "fp32"
     aliases: tuple[str, ...] = ()
 
@@ -62,7 +65,7 @@ class TrainingExample:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """The training recipe's preprocessing (REFERENCE §3): center crop to square, LANCZOS resize."""
+    """The training recipe's preprocessing (docs/decisions.md §3): center crop to square, LANCZOS resize."""
 
     image: Image.Image  # size x size RGB
     original_size: tuple[int, int]  # (height, width) of the file
@@ -72,11 +75,18 @@ class PreparedImage:
 def prepare_training_image(path: str | Path, size: int) -> PreparedImage:
     image = load_image(path)
     width, height = image.size
-    side = min(width, height)
-    scale = size / side
-    top, left = (height - side) // 2, (width - side) // 2
-    return PreparedImage(resize(center_crop(image), size), (height, width),
-                         (round(top * scale), round(left * scale)))
+    return PreparedImage(resize(center_crop(image), size), (height, width), crop_top_left(height, width, size))
+
+
+def crop_top_left(height: int, width: int, size: int) -> tuple[int, int]:
+    """SD-XL's crop coordinates for a (height, width) image, by the arithmetic of diffusers'
+    train_dreambooth_lora_sdxl.py (docs/decisions.md §3): torchvision's Resize(size) takes the shorter side to
+    `size` and the longer to int(size * long / short); the center crop starts at int(round((side - size) / 2))."""
+    short, long = sorted((height, width))
+    resized_long = int(size * long / short)
+    resized = (size, resized_long) if height <= width else (resized_long, size)
+    top, left = (max(0, round((side - size) / 2.0)) for side in resized)
+    return top, left
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

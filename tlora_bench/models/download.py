@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.models import BackendSpec, backend_spec
@@ -64,3 +65,43 @@ def download_model(name: str, on_done: Callable[[str], None] | None = None) -> l
                               "check the network and, for gated models such as FLUX.1-dev, accept the license "
                               "on the hub and log in (`hf auth login`)") from None
     return folders
+
+
+def check_model_available(name: str, model_path: str | None = None, revision: str | None = None,
+                          vae_path: str | None = None, flag: str = "--model-path DIR") -> None:
+    """Whether a backend's weights can be had (a tiny model's cache, a local folder, the Hugging Face cache, or
+    a reachable hub), checked once before any job: one line naming the model and the ways out, not a failure
+    per job."""
+    from tlora_bench.hub import why_unavailable
+    from tlora_bench.models.tiny import TINY_BUILDERS, check_tiny_cache
+
+    spec = backend_spec(name)
+    if model_path is None and spec.hub_id is None:
+        if spec.name in TINY_BUILDERS:
+            check_tiny_cache(spec.name)
+        return
+    sources = [("", model_path or spec.hub_id, revision or spec.revision, "model_index.json")]
+    if vae_path or spec.vae_id:
+        sources.append(("its VAE ", vae_path or spec.vae_id, None, "config.json"))
+    folders, uncached, why = [], [], None
+    for what, source, at, index in sources:
+        folder = Path(source).expanduser()
+        if folder.is_dir():
+            if not (folder / index).is_file():
+                folders.append(f"{what}folder '{source}' has no {index}")
+        elif source.startswith((".", "/", "~")) or source.count("/") != 1:  # a hub id is owner/name
+            folders.append(f"{what}folder '{source}' does not exist")
+        else:
+            reason = why_unavailable(source, at)
+            if reason is not None:
+                uncached.append(f"{what}'{source}'")
+                why = reason
+    if uncached:
+        verb = "is" if len(uncached) == 1 else "are"
+        folders.append(f"{' and '.join(uncached)} {verb} not in the Hugging Face cache, and {why}")
+    if folders:
+        raise TloraBenchError(
+            f"model '{spec.name}' cannot be loaded: {'; '.join(folders)}. Run `tlora-bench models download "
+            f"--model {spec.name}` on a machine with internet (then copy the Hugging Face cache), pass a local "
+            f"diffusers folder with {flag}, or try tlora-bench on a laptop with --model tiny or "
+            f"--preset smoke")

@@ -2,7 +2,7 @@
 
 Training follows the diffusers FLUX DreamBooth LoRA example (weighting scheme "none"): rectified flow,
 x_sigma = (1 - sigma) x + sigma noise, the transformer predicts the velocity noise - x. The transformer takes
-sigma = t / 1000 as its timestep, while T-LoRA's rank schedule takes t = sigma x 1000 (REFERENCE §1), so the
+sigma = t / 1000 as its timestep, while T-LoRA's rank schedule takes t = sigma x 1000 (docs/decisions.md §1), so the
 timestep hook maps it back.
 """
 
@@ -26,9 +26,12 @@ from tlora_bench.models.backend import (
     prepare_training_image,
 )
 
-# The example's --guidance_scale default: FLUX.1-dev is guidance-distilled, and the example trains with the
-# same embedded guidance (3.5) that it samples with, not 1.0.
-TRAIN_GUIDANCE = 3.5
+# The embedded guidance of training: 1, as in the authors' FLUX trainer and diffusers' documented FLUX
+# DreamBooth-LoRA commands (--guidance_scale=1); sampling keeps FLUX.1-dev's 3.5 (docs/decisions.md §3).
+TRAIN_GUIDANCE = 1.0
+# bf16 holds 8 significant bits: a timestep rounded by the pipeline is within this relative distance of the
+# scheduler's own value.
+_ROUNDING = 2.0 ** -7
 # FluxTransformer2DModel multiplies its timestep by this constant (not by the scheduler's T); the pipeline and
 # the example both divide by it.
 TIMESTEP_SCALE = 1000
@@ -37,7 +40,7 @@ TIMESTEP_SCALE = 1000
 def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
     from diffusers import FluxPipeline
 
-    # REFERENCE §4: the model's own flow-matching Euler scheduler, as the pipeline ships it.
+    # docs/decisions.md §4: the model's own flow-matching Euler scheduler, as the pipeline ships it.
     return load_diffusers_pipeline(FluxPipeline, spec, source, revision, vae_source, dtype)
 
 
@@ -53,6 +56,7 @@ class FluxBackend(DiffusionBackend):
         # A fresh copy for training: sampling calls set_timesteps on the pipeline's scheduler, which replaces
         # its timesteps and sigmas. Fresh, with dynamic shifting (FLUX.1-dev), sigma_i = t_i / T exactly.
         self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.pipeline.scheduler.config)
+        self._training_t: torch.Tensor | None = None  # the exact t of the training call in flight
 
     @property
     def denoiser(self) -> nn.Module:
@@ -116,20 +120,36 @@ class FluxBackend(DiffusionBackend):
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full((batch,), TRAIN_GUIDANCE, device=self.device, dtype=torch.float32)
-        # The timestep goes in fp32 (the transformer casts it itself), so the hook gives the adapters t / 1000
-        # x 1000 without bf16 rounding.
-        prediction = self.denoiser(
-            hidden_states=packed, timestep=(t.to(self.device, torch.float32) / TIMESTEP_SCALE), guidance=guidance,
-            pooled_projections=conditioning["pooled_prompt_embeds"].repeat(batch, 1).to(dtype),
-            encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
-            txt_ids=conditioning["text_ids"].to(self.device, dtype), img_ids=image_ids, return_dict=False)[0]
+        t = t.to(self.device, torch.float32)  # fp32: the transformer casts it itself
+        self._training_t = t  # r(t) takes t itself: t / 1000 x 1000 is not always t in fp32
+        try:
+            prediction = self.denoiser(
+                hidden_states=packed, timestep=t / TIMESTEP_SCALE, guidance=guidance,
+                pooled_projections=conditioning["pooled_prompt_embeds"].repeat(batch, 1).to(dtype),
+                encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
+                txt_ids=conditioning["text_ids"].to(self.device, dtype), img_ids=image_ids, return_dict=False)[0]
+        finally:
+            self._training_t = None
         scale = pipe.vae_scale_factor  # _unpack_latents takes the image size in pixels
         return pipe._unpack_latents(prediction, height * scale, width * scale, scale)
 
     def to_train_timesteps(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self.rank_timesteps  # the denoiser gets sigma = t / 1000; r(t) needs t (docs/decisions.md §1)
+
+    def rank_timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The t of r(t) for the denoiser's sigma argument: the exact fp32 t of the call in flight. In sampling,
+        FluxPipeline casts t to the model's dtype before dividing it by 1000, so in bf16 some steps would fall
+        one rank lower than the fp32 schedule gives; the pipeline's own fp32 timestep of the step
+        (`current_timestep`) is used instead, as the authors' pipeline does. In training, predict's own t."""
         from tlora_bench.adapters.timestep import sigma_to_timestep
 
-        return sigma_to_timestep  # the denoiser gets sigma = t / 1000; r(t) needs t (REFERENCE §1)
+        t = sigma_to_timestep(sigma.float())
+        exact = self._training_t if self._training_t is not None else self.pipeline.current_timestep
+        if exact is None:
+            return t
+        exact = torch.as_tensor(exact, dtype=torch.float32).to(t.device).reshape(-1).expand_as(t)
+        same_step = bool(((exact - t).abs() <= _ROUNDING * exact.abs() + 1e-3).all())
+        return exact if same_step else t  # a stale value (an interrupted call) is never trusted
 
     def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:

@@ -92,7 +92,7 @@ def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_sou
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     pipeline = load_diffusers_pipeline(StableDiffusionXLPipeline, spec, source, revision, vae_source, dtype)
-    # REFERENCE §4: the Euler scheduler from the model's own scheduler config.
+    # docs/decisions.md §4: the Euler scheduler from the model's own scheduler config.
     pipeline.scheduler = EulerDiscreteScheduler.from_config(pipeline.scheduler.config)
     return pipeline
 
@@ -124,7 +124,7 @@ class SDXLBackend(DiffusionBackend):
         vae = self.pipeline.vae
         pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
         distribution = vae.encode(pixels).latent_dist
-        # REFERENCE §3: add_time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
+        # docs/decisions.md §3: add_time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
         size = self.spec.resolution
         time_ids = torch.tensor([[*prepared.original_size, *prepared.crop_top_left, size, size]], dtype=torch.float32)
         return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu(),

@@ -120,7 +120,7 @@ def tiny_clip_tokenizer():
 
 
 def tiny_sdxl_pipeline(seed: int = 0):
-    """A complete StableDiffusionXLPipeline of tiny random models (Euler scheduler, as REFERENCE §4)."""
+    """A complete StableDiffusionXLPipeline of tiny random models (Euler scheduler, as docs/decisions.md §4)."""
 
     with seeded(seed):
         return _tiny_sdxl_pipeline(seed)

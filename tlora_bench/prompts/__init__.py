@@ -1,4 +1,4 @@
-"""Prompt sets (paper appendix D), the base prompt, and the seed rule (REFERENCE.md section 4).
+"""Prompt sets (paper appendix D), the base prompt, and the seed rule (docs/decisions.md section 4).
 
 Templates hold `{0}` where the paper writes V*; it is replaced by "<token> <class word>" ("sks dog").
 """
@@ -11,13 +11,15 @@ from pathlib import Path
 
 from tlora_bench.concepts.manifest import Concept
 from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.limits import check_seed
 from tlora_bench.resources import read_bundled_text
 
 PLACEHOLDER = "{0}"
 BUNDLED_SETS = ("live", "object", "base")
 DEFAULT_TOKEN = "sks"
-IMAGES_PER_PROMPT = 5  # contextual prompts (REFERENCE.md section 4)
+IMAGES_PER_PROMPT = 5  # contextual prompts (docs/decisions.md section 4)
 IMAGES_PER_BASE_PROMPT = 15  # the base prompt "a photo of a {0}", used for IS and DINO-IS
+MAX_IMAGES_PER_PROMPT = 10_000  # far above any protocol's count; more is a typo, not a study
 
 
 def check_token(token: object) -> None:
@@ -85,7 +87,7 @@ def format_prompt(template: str, subject: str) -> str:
 
 
 def seed_for(template: str, image_index: int, base_seed: int = 0) -> int:
-    """REFERENCE.md section 4: sum of the template's code points + image index + base seed."""
+    """docs/decisions.md section 4: sum of the template's code points + image index + base seed."""
     return sum(ord(c) for c in template) + image_index + base_seed
 
 
@@ -93,8 +95,10 @@ def prompt_items(concept: Concept, token: str = DEFAULT_TOKEN, base_seed: int = 
                  images_per_prompt: int = IMAGES_PER_PROMPT,
                  base_images: int = IMAGES_PER_BASE_PROMPT, prompt_set: str | None = None) -> list[PromptItem]:
     """Every image to generate for a concept: the base prompt first, then each contextual prompt."""
-    if images_per_prompt < 1 or base_images < 1:
-        raise TloraBenchError("images per prompt must be at least 1")
+    for count in (images_per_prompt, base_images):
+        if not 1 <= count <= MAX_IMAGES_PER_PROMPT:
+            raise TloraBenchError(f"images per prompt must be from 1 to {MAX_IMAGES_PER_PROMPT:,}, got {count}")
+    check_seed(base_seed, "the base seed")
     subject = subject_phrase(concept, token)
     plan = [(base_template(), base_images, True)]
     plan += [(t, images_per_prompt, False) for t in load_prompt_set(prompt_set or prompt_set_for(concept))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def chosen_templates(records: list[list[dict]], base: str) -> list[str]:
     return ([base] if base in present else []) + contextual
 
 
-def concept_grids(run: RunFolder, method_labels: list[str]) -> list[ConceptGrid]:
-    """One grid per concept: for each chosen prompt, one row per method, image indexes side by side."""
+def concept_grids(run: RunFolder, method_labels: list[str],
+                  on_unreadable: Callable[[Path], None] = lambda path: None) -> list[ConceptGrid]:
+    """One grid per concept: for each chosen prompt, one row per method, image indexes side by side; a listed
+    image that cannot be read is an empty cell, passed to `on_unreadable`."""
     concepts = sorted({concept for _, concept in run.indexes})
     base = _base_template(run)
     trained = training_images(run, concepts)
@@ -137,7 +140,10 @@ def concept_grids(run: RunFolder, method_labels: list[str]) -> list[ConceptGrid]
                 cells = []
                 for index in indexes:
                     record = at.get(index)
-                    uri = thumbnail(run.images_dir / label / concept / record["file"]) if record else None
+                    path = run.images_dir / label / concept / record["file"] if record else None
+                    uri = thumbnail(path) if path else None
+                    if path and not uri:
+                        on_unreadable(path)
                     cells.append(Thumb(uri, f"seed {record.get('seed', '?')}") if uri and record else None)
                 rows.append(PromptRow(label, cells))
             grid.prompts.append(PromptGrid(template, rows))

@@ -169,6 +169,34 @@ def _read_indexes(images_dir: Path, problems: list[str]) -> dict[tuple[str, str]
     return indexes
 
 
+def _scoring_hint(root: Path) -> str:
+    """How to write root/evaluation/: a run folder's run scores its finished jobs again when re-run."""
+    if not ((root / "config.json").is_file() and (root / "images").is_dir()):
+        return f"with `tlora-bench evaluate {root}` (or let `tlora-bench run` finish)"
+    try:
+        concepts = str((read_json(root / "config.json") or {}).get("concepts") or "")
+    except TloraBenchError:
+        concepts = ""
+    manifest = f" --manifest {concepts}" if concepts.endswith(".toml") else ""
+    return (f"(re-run the same `tlora-bench run` command, or `tlora-bench evaluate {root / 'images'} --out "
+            f"{root / EVALUATION_DIR}{manifest}`)")
+
+
+def missing_images(run: RunFolder) -> list[Path]:
+    """The images the indexes list that are not there (a stat each: cheap for a run of 30,000 images)."""
+    return [path for (label, concept), records in run.indexes.items()
+            for path in (run.images_dir / label / concept / record["file"] for record in records)
+            if not path.is_file()]
+
+
+def images_problem(paths: list[Path]) -> str:
+    """One line for listed images that are missing or unreadable, naming the first few."""
+    paths = list(dict.fromkeys(paths))
+    named = ", ".join(f"'{path}'" for path in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (f"{len(paths)} images listed in images.jsonl are missing or unreadable: {named}; re-run the run (or "
+            "`tlora-bench generate`) to make them again, then score again")
+
+
 def load_run(root: str | Path) -> RunFolder:
     """Read a run folder or an evaluated folder; the one-line error says what to run when it is neither."""
     root = Path(root)
@@ -178,8 +206,11 @@ def load_run(root: str | Path) -> RunFolder:
     evaluation_dir = root / EVALUATION_DIR
     per_method = read_csv(evaluation_dir / "per_method.csv", PER_METHOD_COLUMNS)
     if per_method is None:
-        raise TloraBenchError(f"'{evaluation_dir / 'per_method.csv'}' not found; score the folder first with "
-                              f"`tlora-bench evaluate {root}` (or let `tlora-bench run` finish)")
+        raise TloraBenchError(f"'{evaluation_dir / 'per_method.csv'}' not found; score the folder first "
+                              f"{_scoring_hint(root)}")
+    if not (evaluation_dir / "evaluation.json").is_file():  # written last: without it the tables may be stale
+        raise TloraBenchError(f"'{evaluation_dir}' has no evaluation.json: its scoring did not finish (it stopped, "
+                              f"or is still running); score the folder again {_scoring_hint(root)}")
     problems: list[str] = []
     images_dir = root / "images" if (root / "images").is_dir() else root
     leaderboard = read_csv(root / "leaderboard.csv")

@@ -1,4 +1,4 @@
-"""The paper's numbers (REFERENCE.md section 8, `paper_tables.csv`) and which of them a method label matches.
+"""The paper's numbers (docs/decisions.md section 8, `paper_tables.csv`) and which of them a method label matches.
 
 A label matches a paper row when the method name, its size (rank r, or OFT / GSOFT blocks), the model and the
 number of training images all agree. Several tables can hold the same setting (T-LoRA-64 is in Tables 1, 2

@@ -5,6 +5,7 @@ matplotlib's object API (Figure, no pyplot): no global backend state, nothing op
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from tlora_bench.fileio import atomic_write_bytes
 from tlora_bench.report.inputs import JobInfo, RunFolder
 from tlora_bench.report.paper import method_key, paper_tables
 
@@ -20,11 +22,12 @@ LOW_RANK_METHODS = ("lora", "vanilla-tlora", "ortho-lora", "tlora")  # as tlora_
 
 
 def save(figure: Figure, folder: Path, name: str) -> Path:
-    """Write name.png and name.svg; return the PNG."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write name.png and name.svg (each atomically); return the PNG."""
     figure.tight_layout()
     for suffix in ("png", "svg"):
-        figure.savefig(folder / f"{name}.{suffix}", dpi=110)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=suffix, dpi=110)
+        atomic_write_bytes(folder / f"{name}.{suffix}", buffer.getvalue())
     return folder / f"{name}.png"
 
 

@@ -7,7 +7,9 @@ finished images; a failed one is skipped until the run is asked to retry it.
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -15,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_text
+from tlora_bench.fileio import WriteFailed, atomic_write_text, write_error
+from tlora_bench.runner.integrity import FILES_KEY, changed_files, distrust, record_files
 from tlora_bench.runner.plan import Job
 
 DONE_FILE = "done.json"
 FAILED_FILE = "failed.json"
 JOB_FILE = "job.json"
 IMAGES_DIR = "images"
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # an OSError of the disk, not of the job
 
 _BACKENDS: dict[tuple, Any] = {}  # one loaded model per worker process, reused by its jobs
 
@@ -33,10 +37,11 @@ class JobOutcome:
     seconds: float
     error: str | None = None
     skipped: bool = False  # finished (or failed) before this run started
+    note: str | None = None  # what was redone: a finished job whose files changed since
 
     def to_dict(self) -> dict[str, Any]:
         return {"job": self.job_id, "status": self.status, "seconds": round(self.seconds, 3), "error": self.error,
-                "skipped": self.skipped}
+                "skipped": self.skipped, **({"note": self.note} if self.note else {})}
 
 
 def read_marker(path: Path) -> dict[str, Any] | None:
@@ -87,29 +92,39 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             progress: bool = False) -> JobOutcome:
     """Train and sample one job inside run_dir; failures are recorded, never raised (except interrupts)."""
     from tlora_bench.sample import generate
-    from tlora_bench.train import train
+    from tlora_bench.train import ADAPTER_FILE, train
 
     run_dir = Path(run_dir)
     folder = run_dir / job.folder
     done, failed = read_marker(folder / DONE_FILE), folder / FAILED_FILE
+    note = None
     if done is not None:
-        return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
+        changed = changed_files(run_dir, done)
+        if not changed:
+            return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
+        note = distrust(changed, folder / "train" / ADAPTER_FILE)  # not finished any more: redo what changed
+        _say(f"{job.id}: {note}")
+        try:
+            (folder / DONE_FILE).unlink()
+        except OSError as e:
+            raise write_error(folder / DONE_FILE, e) from None
     if failed.is_file():
         if not retry_failed:
             marker = read_marker(failed) or {}
             return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
         failed.unlink()
     started = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / JOB_FILE, json.dumps({**job.to_dict(), "key": job.key}, indent=2) + "\n")
     try:
         backend = _backend(job, device)
         trained = train(job.train, folder / "train", backend=backend, progress=progress)
         sampled = generate(trained.adapter_path, run_dir / IMAGES_DIR, options=job.sample, backend=backend,
                            label=job.image_label, progress=progress)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, WriteFailed):  # a full disk or read-only folder ends the run
         raise
     except Exception as error:  # one job's failure must not end the run: record it, go on
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            raise write_error(error.filename or folder, error) from None
         message = one_line(error)
         details = "".join(traceback.format_exception(error))
         atomic_write_text(failed, json.dumps({"job": job.id, "key": job.key, "error": message,
@@ -121,9 +136,17 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
               "sample_seconds": sampled.seconds, "images": sampled.n_images, "images_generated": sampled.n_generated,
               "images_kept": sampled.n_kept, "device": str(backend.device), "peak_memory_bytes": _peak_memory(),
               "adapter": str(trained.adapter_path.relative_to(run_dir)),
-              "images_folder": str(sampled.folder.relative_to(run_dir))}
+              "images_folder": str(sampled.folder.relative_to(run_dir)),
+              FILES_KEY: record_files(run_dir, trained.adapter_path, sampled.folder)}  # checked on resume
     atomic_write_text(folder / DONE_FILE, json.dumps(marker, indent=2) + "\n")  # last: the job is finished
-    return JobOutcome(job.id, "done", seconds)
+    return JobOutcome(job.id, "done", seconds, note=note)
+
+
+def _say(line: str) -> None:
+    """A line on stderr that leaves a progress bar intact."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _peak_memory() -> int | None:

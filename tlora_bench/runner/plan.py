@@ -158,6 +158,24 @@ def plan_jobs(config) -> list[Job]:
     return jobs
 
 
+def resolved_variants(config) -> dict[str, dict[str, Any]]:
+    """What each variant trains with once the method's and the model's defaults are applied (`tlora-bench
+    config` shows it): the values a reader of config.json alone would have to look up."""
+    from tlora_bench.train import resolve_recipe
+
+    resolved: dict[str, dict[str, Any]] = {}
+    for job in plan_jobs(config):
+        if job.label in resolved:
+            continue
+        recipe = resolve_recipe(job.train)
+        entry = {"method": recipe.label, "steps": recipe.steps, "optimizer": recipe.optimizer, "lr": recipe.lr,
+                 "weight_decay": recipe.weight_decay}
+        if getattr(recipe.adapter_config, "mask", False):  # T-LoRA's rank schedule
+            entry["r_min"] = recipe.adapter_config.r_min
+        resolved[job.label] = entry
+    return resolved
+
+
 def job_images(job: Job, concept) -> int:
     """How many images a job generates (the prompt plan of its concept)."""
     from tlora_bench.prompts import load_prompt_set, prompt_set_for

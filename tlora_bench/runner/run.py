@@ -14,6 +14,7 @@ The run folder, written one way:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -32,16 +33,20 @@ from tlora_bench.fileio import (
     read_json,
     remove_stale_temporaries,
 )
-from tlora_bench.runner.jobs import IMAGES_DIR, JobOutcome, check_job_files
+from tlora_bench.runner.integrity import changed_files
+from tlora_bench.runner.jobs import DONE_FILE, FAILED_FILE, IMAGES_DIR, JobOutcome, check_job_files, read_marker
+from tlora_bench.runner.lock import holds_run_locks, lock_run_folder, run_folder_lock
 from tlora_bench.runner.plan import Job, plan_jobs
+from tlora_bench.threads import cpu_threads
 
 EVALUATION_DIR = "evaluation"
+SCORED_FILE = "scored.json"  # evaluation/: the digest of what the current scores were made from
 # Config keys that only choose how images are scored: no job's content hash holds them, so a run folder may be
 # scored again under other values without --force-new (the feature cache keys on the extractor and the mask).
 EVALUATION_KEYS = ("segmenter", "dino", "bootstrap", "tiny_extractors")
 RESCORE_HINT = (f"the finished jobs are kept: fix the cause and re-run the same command to score them "
                 f"({', '.join(EVALUATION_KEYS)} may change without --force-new)")
-PROTOCOL = {  # REFERENCE.md decisions every result depends on (sections 1-5)
+PROTOCOL = {  # docs/decisions.md: the decisions every result depends on (sections 1-5)
     "rank_schedule": "r(t) = floor(((T - t) / T)^gamma (r - r_min)) + r_min, clamped; one mask per sample",
     "ortho_init": "thin SVD of R ~ N(0, 1/r^2), last r components, correctly paired",
     "adapter_scale": "1 (no alpha / r)",
@@ -51,7 +56,8 @@ PROTOCOL = {  # REFERENCE.md decisions every result depends on (sections 1-5)
     "grad_clip": "max grad norm 1.0 (diffusers DreamBooth scripts)",
     "seed_rule": "sum(ord(c) for c in template) + image index + base seed, one CPU generator per image",
     "mask_fill": "black background, no crop", "ts_headline": "prompt with the token and class removed",
-    "gsoft_bias": "the bias is rotated and scaled with the output (authors' code): diag(s) G_out (W G_in x + b)",
+    "gsoft_bias": "per projection (authors' processors): q/k/v diag(s) G_out (W G_in x + b); "
+                  "to_out.0 diag(s) G_out W G_in x + b",
     "svd_middle_start": "middle components start at ceil((k - r) / 2) (authors' code)",
 }
 
@@ -100,7 +106,8 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[
                               f"{f' (and {len(differing) - 1} more differences)' if len(differing) > 1 else ''}; "
                               "use another --out, or --force-new to move the old run aside")
     aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.rename(aside)
+    with run_folder_lock(run_dir):  # never move a run away from under the process running it
+        run_dir.rename(aside)
     return []
 
 
@@ -123,15 +130,20 @@ def _write_provenance(run_dir: Path, config: RunConfig, device: str) -> None:
     atomic_write_text(path, json.dumps({"protocol": PROTOCOL, "sessions": [*sessions, entry]}, indent=2) + "\n")
 
 
-def _check_cache(config: RunConfig) -> None:
-    """A tiny model is built into the cache on first use: its cache is checked before anything is written, so
-    an unusable cache is one line, not every job failing."""
-    from tlora_bench.models import backend_spec
-    from tlora_bench.models.tiny import TINY_BUILDERS, check_tiny_cache
+def check_weights(config: RunConfig, train: bool, score: bool) -> None:
+    """The model's weights (when a job will train or sample) and the evaluation models' (when the run will
+    score) must be loadable: checked once before any work, so a missing model is one line, not a failure per
+    job (a tiny model's cache is checked the same way)."""
+    from tlora_bench.metrics.extractors import CLIP_EXTRACTOR
+    from tlora_bench.metrics.weights import check_evaluation_weights
+    from tlora_bench.models.download import check_model_available
 
-    spec = backend_spec(config.model)
-    if spec.hub_id is None and not config.model_path and spec.name in TINY_BUILDERS:
-        check_tiny_cache(spec.name)
+    if train:
+        check_model_available(config.model, config.model_path, config.revision, config.vae_path,
+                              flag="--set model_path=DIR")
+    if score and not config.tiny_extractors:
+        segmenter = ["grounded-sam"] if config.segmenter == "grounded-sam" else []
+        check_evaluation_weights([CLIP_EXTRACTOR, config.dino, *segmenter])
 
 
 def data_root(config: RunConfig) -> Path | None:
@@ -142,59 +154,113 @@ def data_root(config: RunConfig) -> Path | None:
     return resolve_data_root(config.data_dir, bundled_manifest().name)
 
 
+@holds_run_locks
 def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str = "local",
         devices: tuple[str, ...] = ("auto",), address: str | None = None, force_new: bool = False,
         retry_failed: bool = False, progress: bool = True, echo: Callable[[str], None] = print) -> RunResult:
     """Run every job of `config` into run_dir (default: <output_dir>/<name>), then score and summarise."""
-    from tqdm.auto import tqdm
-
     from tlora_bench.runner.executors import EXECUTORS, execute
+    from tlora_bench.runner.progress import Progress
 
     if executor not in EXECUTORS:
         raise unknown_name_error("executor", executor, EXECUTORS)
     jobs = plan_jobs(config)  # every name and value checked before anything is written
     data_root(config)
+    cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    _check_cache(config)
     rescore = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
     check_job_files(jobs, run_dir)
+    to_run = pending_jobs(jobs, run_dir, retry_failed)
+    check_weights(config, train=bool(to_run), score=bool(to_run) or not _scores_current(run_dir, config))
     ensure_writable(run_dir)
+    lock_run_folder(run_dir)  # held until run() returns: a second run on this folder is refused
     remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
     if rescore:
         echo(f"scoring '{run_dir}' again with {', '.join(f'{k}={getattr(config, k)!r}' for k in rescore)}")
     if rescore or not (run_dir / "config.json").is_file():  # config.json names the settings the scores used
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     _write_provenance(run_dir, config, devices[0])
-    echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}")
-    bar = tqdm(total=len(jobs), disable=None if progress else True, desc="jobs", unit="job")
-
-    def on_outcome(outcome: JobOutcome) -> None:
-        bar.update(1)
-        if outcome.status == "failed" and not outcome.skipped:
-            bar.write(f"failed: {outcome.job_id}: {outcome.error}")
-
+    echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}" + (f", {len(to_run)} to run" if to_run else
+                                                                   ", all finished before"))
+    watch = Progress(len(jobs), echo, enabled=progress)
     outcomes = execute(jobs, run_dir, executor=executor, devices=devices, address=address,
-                       retry_failed=retry_failed, progress=progress and executor == "local" and len(devices) == 1,
-                       on_outcome=on_outcome)
-    bar.close()
+                       retry_failed=retry_failed, progress=progress and executor == "local" and len(devices) == 1
+                       and watch.terminal, on_outcome=watch)
+    watch.close()
     result = RunResult(run_dir, outcomes, None, failures=[o for o in outcomes if o.status == "failed"])
     if any(o.status == "done" for o in outcomes):
-        _score(config, jobs, run_dir, result, echo)
+        _score_unless_current(config, jobs, run_dir, result, echo)
     write_summary(config, jobs, result)
-    if result.leaderboard is not None:
+    if result.leaderboard is not None and result.report is None:
         _report(run_dir, result, echo)
     return result
 
 
-def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
+def pending_jobs(jobs: list[Job], run_dir: Path, retry_failed: bool) -> list[Job]:
+    """The jobs that will train or sample: not finished, and not failed unless they are to be retried."""
+    def pending(job: Job) -> bool:
+        folder = run_dir / job.folder
+        done = read_marker(folder / DONE_FILE)
+        if done is not None:  # finished, unless a file it vouches for changed since (the job redoes it)
+            return bool(changed_files(run_dir, done))
+        return retry_failed or not (folder / FAILED_FILE).is_file()
+
+    return [job for job in jobs if pending(job)]
+
+
+def scoring_inputs(config: RunConfig, run_dir: Path) -> str:
+    """A digest of what the scores and the leaderboard are computed from: the scoring keys, the code, every
+    job's marker and every file of images/ (by name, size and modification time: a stat, no reading, so a
+    re-run of a finished run of 29,750 images is seconds)."""
+    from tlora_bench import __version__
+
+    digest = hashlib.sha256(json.dumps([__version__, {k: getattr(config, k) for k in EVALUATION_KEYS}],
+                                       sort_keys=True).encode())
+    for folder in (run_dir / "jobs", run_dir / IMAGES_DIR):
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if path.is_file() and (folder.name == IMAGES_DIR or path.name in (DONE_FILE, FAILED_FILE)):
+                stat = path.stat()
+                digest.update(f"{path.relative_to(run_dir)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _scores_current(run_dir: Path, config: RunConfig) -> bool:
+    """Whether the scores, leaderboard and report were made from exactly what the folder holds now."""
+    saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
+    made = [run_dir / "leaderboard.csv", run_dir / "report" / "report.html", run_dir / "report" / "leaderboard.md"]
+    return saved.get("inputs") == scoring_inputs(config, run_dir) and all(path.is_file() for path in made)
+
+
+def _score_unless_current(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
+                          echo: Callable[[str], None]) -> None:
+    """Score, unless nothing the scores depend on changed since the last scoring: then read them back."""
+    if _scores_current(run_dir, config):
+        try:
+            result.leaderboard = pd.read_csv(run_dir / "leaderboard.csv")
+            result.report = run_dir / "report" / "report.html"
+            return
+        except (OSError, ValueError):  # unreadable: score again
+            pass
+    inputs = scoring_inputs(config, run_dir)
+    _score(config, jobs, run_dir, result, echo)
+    if result.leaderboard is not None and _report(run_dir, result, echo):
+        atomic_write_text(run_dir / EVALUATION_DIR / SCORED_FILE, json.dumps({"inputs": inputs}) + "\n")
+
+
+def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> bool:
+    """Make the report (once per scoring: a report already made from the same scores is kept)."""
     from tlora_bench.report import make_report
 
+    made = run_dir / "report" / "report.html"
+    if result.report == made:
+        return True
     try:
         folder = make_report(run_dir, echo=lambda message: None)
     except TloraBenchError as e:  # the results stand without their report; `tlora-bench report` can re-make it
         echo(f"warning: the report could not be made: {e}")
-        return
+        return False
     result.report = folder / "report.html"
+    return True
 
 
 def _score(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,

@@ -1,4 +1,4 @@
-"""The blind pairwise user study of paper §4.5 (REFERENCE.md section 6): make rater forms, analyze answers.
+"""The blind pairwise user study of paper §4.5 (docs/decisions.md section 6): make rater forms, analyze answers.
 
 `make` turns a folder of generated images into self-contained HTML forms (one per rater) and an answer key;
 `analyze` joins the raters' CSVs with the key into win rates (Wilson intervals, exact binomial tests) and,

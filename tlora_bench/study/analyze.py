@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tlora_bench.fileio import atomic_write_text
+from tlora_bench.limits import check_bootstrap, check_seed
 from tlora_bench.study.answers import Answer, read_answers
 from tlora_bench.study.keyfile import Trial, read_key
 from tlora_bench.study.questions import QUESTIONS
@@ -82,7 +83,9 @@ def bradley_terry_table(answers: Sequence[Answer], key: Mapping[str, Trial], boo
 def analyze(answer_files: Sequence[str | Path], key_path: str | Path, out: Path, bootstrap: int = 1000,
             seed: int = 0, plot: bool = True) -> dict[str, pd.DataFrame]:
     """Write analysis.csv, bradley_terry.csv (more than two methods) and win_rates.png into `out`."""
+    check_seed(seed, "--seed")
     key = read_key(key_path)
+    check_bootstrap(bootstrap, "--bootstrap", items=len(key))  # each replicate resamples the trials
     answers = read_answers(answer_files, key)
     out.mkdir(parents=True, exist_ok=True)
     tables = {"win_rates": win_rates(answers, key)}

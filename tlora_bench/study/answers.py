@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError, did_you_mean
 from tlora_bench.fileio import read_csv_rows
-from tlora_bench.study.keyfile import Trial
+from tlora_bench.study.keyfile import Trial, key_study_id
 from tlora_bench.study.questions import ANSWERS, QUESTION_NUMBERS
 
-COLUMNS = ("rater", "trial_id", "question", "answer")
+COLUMNS = ("study_id", "rater", "trial_id", "question", "answer")
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,20 @@ class Answer:
 
 
 def _parse(raw: Mapping[str, str | None], where: str, key: Mapping[str, Trial]) -> Answer:
-    rater, trial_id, question, answer = ((raw.get(c) or "").strip() for c in COLUMNS)
+    study_id, rater, trial_id, question, answer = ((raw.get(c) or "").strip() for c in COLUMNS)
+    # The study first: another study's trial ids may match this key's by chance, and its left/right would then
+    # count for the wrong methods.
+    if not study_id:
+        raise TloraBenchError(f"{where}: empty study_id; pass the CSV a form of study '{key_study_id(key)}' saved")
+    if study_id != key_study_id(key):
+        raise TloraBenchError(f"{where} belongs to study '{study_id}', not to this key's study "
+                              f"'{key_study_id(key)}'; analyze it with the key.csv of its own study")
     if not rater:
         raise TloraBenchError(f"{where}: empty rater")
     if trial_id not in key:
-        raise TloraBenchError(f"{where}: trial id '{trial_id}' is not in the answer key"
-                              f"{did_you_mean(trial_id, key)}; are these answers from another study?")
-    if not question.isdigit() or int(question) not in QUESTION_NUMBERS:
+        raise TloraBenchError(f"{where}: trial id '{trial_id}' is not in the answer key of study '{study_id}'"
+                              f"{did_you_mean(trial_id, key)}; was the file edited?")
+    if question not in {str(n) for n in QUESTION_NUMBERS}:  # not isdigit(): '²' is a digit int() refuses
         raise TloraBenchError(f"{where}: question must be one of {sorted(QUESTION_NUMBERS)}, got {question!r}")
     if answer.lower() not in ANSWERS:
         raise TloraBenchError(f"{where}: answer must be 'left' or 'right' (no ties), got {answer!r}")
@@ -44,8 +51,8 @@ def read_answers(paths: Sequence[str | Path], key: Mapping[str, Trial]) -> list[
     for path in map(Path, paths):
         first_row: dict[tuple[str, str], int] = {}
         asked: dict[tuple[str, str], set[int]] = {}
-        rows = read_csv_rows(path, COLUMNS, "an answer file",
-                             f"pass the CSV a study form saved (columns {', '.join(COLUMNS)})")
+        rows = read_csv_rows(path, COLUMNS, "an answer file", f"pass the CSV a form of study "
+                             f"'{key_study_id(key)}' saved (columns {', '.join(COLUMNS)})")
         for number, raw in rows:
             answer = _parse(raw, f"{path} row {number}", key)
             slot = (answer.rater, answer.trial_id, answer.question)

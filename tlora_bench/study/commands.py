@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
-from tlora_bench.errors import TloraBenchError
 
 
 @click.group(cls=ErrorLineGroup)
@@ -61,8 +60,6 @@ def analyze_command(answers: tuple[str, ...], key_path: str, out: str | None, bo
     """Win rates (Wilson 95%, exact binomial p) per pair and question from raters' ANSWERS CSV files."""
     from tlora_bench.study.analyze import ANALYSIS_FILE, BT_FILE, PLOT_FILE, analyze
 
-    if bootstrap < 1:
-        raise TloraBenchError(f"--bootstrap must be at least 1, got {bootstrap}")
     target = Path(out) if out else Path(key_path).parent
     tables = analyze(answers, key_path, target, bootstrap=bootstrap, seed=seed)
     table = tables["win_rates"]

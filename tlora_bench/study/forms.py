@@ -50,9 +50,11 @@ def _environment() -> jinja2.Environment:
                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def render_form(rater_id: str, trials: list[FormTrial]) -> str:
+def render_form(rater_id: str, study_id: str, trials: list[FormTrial]) -> str:
+    """One rater's page; its saved answers carry `study_id`, so they are never checked against another key."""
     for trial in trials:
         for uri in (trial.reference, trial.left, trial.right):
             if not uri.startswith("data:image/"):  # a path here would reveal the method and need the network
                 raise ValueError(f"trial {trial.trial_id}: images must be data: URIs")
-    return _environment().get_template(TEMPLATE).render(rater_id=rater_id, trials=trials, questions=QUESTIONS)
+    return _environment().get_template(TEMPLATE).render(rater_id=rater_id, study_id=study_id, trials=trials,
+                                                        questions=QUESTIONS)

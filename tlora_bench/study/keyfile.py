@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class Trial:
     left: str  # the method shown on the left
     right: str
     study_seed: int  # the --seed that drew this trial, its image and its sides
+    study_id: str  # the study's id (docs/study.md): every form and answer file of the study carries it
 
     def winner(self, answer: str) -> str:
         return self.left if answer == "left" else self.right
@@ -63,18 +65,33 @@ def _csv_line(values: list[str]) -> str:
 
 
 def read_key(path: str | Path) -> dict[str, Trial]:
-    """Parse key.csv into {trial_id: Trial}; a malformed key is a one-line error naming the file and row."""
+    """Parse key.csv into {trial_id: Trial}, every trial of one study; a malformed key is a one-line error naming
+    the file and row."""
     path = Path(path)
     trials: dict[str, Trial] = {}
-    for number, raw in read_csv_rows(path, COLUMNS, "a study answer key",
-                                     "pass the key.csv written by `tlora-bench study make`"):
+    rows = read_csv_rows(path, [c for c in COLUMNS if c != "study_id"], "a study answer key",
+                         "pass the key.csv written by `tlora-bench study make`")
+    if rows and "study_id" not in rows[0][1]:  # the header has no such column
+        raise TloraBenchError(f"answer key '{path}' has no study_id column: it was made by an older tlora-bench, "
+                              "whose keys cannot tell their own study's answers from another's; remake the study "
+                              "with `tlora-bench study make` and send raters its new forms")
+    for number, raw in rows:
         trial = _parse_row(raw, f"{path} row {number}")
         if trial.trial_id in trials:
             raise TloraBenchError(f"{path} row {number}: trial id '{trial.trial_id}' is listed twice")
+        first = next(iter(trials.values()), trial)
+        if trial.study_id != first.study_id:
+            raise TloraBenchError(f"{path} row {number}: study id '{trial.study_id}' differs from row 1's "
+                                  f"'{first.study_id}': one key holds one study; use the key.csv `study make` wrote")
         trials[trial.trial_id] = trial
     if not trials:
         raise TloraBenchError(f"answer key '{path}' lists no trials")
     return trials
+
+
+def key_study_id(key: Mapping[str, Trial]) -> str:
+    """The one study id of a key read by `read_key`."""
+    return next(iter(key.values())).study_id
 
 
 def _parse_row(raw: dict[str, str], where: str) -> Trial:
@@ -91,6 +108,6 @@ def _parse_row(raw: dict[str, str], where: str) -> Trial:
         else:
             values[column] = text
     trial = Trial(**values)  # type: ignore[arg-type]
-    if {trial.left, trial.right} != {trial.method_a, trial.method_b} or not trial.trial_id:
-        raise TloraBenchError(f"{where}: left/right must be the pair's two methods and trial_id non-empty")
+    if {trial.left, trial.right} != {trial.method_a, trial.method_b} or not trial.trial_id or not trial.study_id:
+        raise TloraBenchError(f"{where}: left/right must be the pair's two methods, trial_id and study_id non-empty")
     return trial

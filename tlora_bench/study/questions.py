@@ -1,4 +1,4 @@
-"""The paper's three questions, verbatim (REFERENCE.md section 6); forms and analysis share this one list."""
+"""The paper's three questions, verbatim (docs/decisions.md section 6); forms and analysis share this one list."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Question:
     number: int  # what the answer CSV's `question` column holds
-    name: str  # the column stem of shared/spec/user_study_table3.csv, so results line up with Table 3
+    name: str  # the column stem of results/paper/user_study_table3.csv, so results line up with Table 3
     text: str  # shown to raters word for word: changing it changes what the study measures
 
 
