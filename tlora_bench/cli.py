@@ -509,7 +509,7 @@ def evaluate_command(adapter, root) -> str:
     and tiny extractors for a tiny model (whose images real extractors would score as noise anyway)."""
     import shlex
 
-    from tlora_bench.models import backend_spec
+    from tlora_bench.models import is_tiny
     from tlora_bench.sample import read_adapter_info
 
     spec = read_adapter_info(adapter).spec
@@ -518,7 +518,7 @@ def evaluate_command(adapter, root) -> str:
         words += ["--manifest", spec.manifest]
     if spec.data_dir:
         words += ["--data-dir", spec.data_dir]
-    if backend_spec(spec.model).hub_id is None:  # a tiny random model
+    if is_tiny(spec.model):
         words.append("--tiny-models")
     return shlex.join(words)
 

@@ -2,15 +2,19 @@
 
 torch's intra-op threads meet at a barrier after every parallel kernel. On cores that other processes also use,
 a thread that is descheduled holds up all the others, and by default the waiting threads spin, taking the
-cycles the late thread needs: beside one CPU-bound process, a 2-thread smoke run took 20 times as long as
-alone. Waiting threads here sleep instead (OMP_WAIT_POLICY=PASSIVE, set before torch is imported, unless the
-user set it), which keeps the slowdown near the run's share of the machine (docs/performance.md,
-`benchmarks/contention.py`).
+cycles the late thread needs: beside one CPU-bound process, a smoke run took 5 to 20 times as long as alone
+(docs/performance.md, `benchmarks/contention.py`). Two choices end that:
 
-The thread count itself stays fixed (torch's: one per core), never chosen from the load of the moment: CPU
-kernels sum in an order that depends on the thread count, so a count that followed the load would make a
-resumed run differ in the last bits from an uninterrupted one. `TLORA_BENCH_THREADS=N` fixes another count;
-`TLORA_BENCH_THREADS=torch` leaves torch's defaults, wait policy included (for comparison).
+- waiting threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, set before torch is imported, unless the
+  user set it);
+- a tiny model (and the tiny extractors) runs on one thread: its kernels are too small to gain from a second
+  one (10% on 2 cores), while every parallel region pays the barrier; real models keep torch's count, one
+  thread per core, whose large kernels a sleeping wait costs nothing.
+
+The count depends on the model only, never on the load of the moment: CPU kernels sum in an order that depends
+on the thread count, so a count that followed the load would make a resumed run differ in the last bits from an
+uninterrupted one. `TLORA_BENCH_THREADS=N` fixes the count, `TLORA_BENCH_THREADS=torch` leaves torch's own
+defaults, wait policy included (for comparison), and an OMP_NUM_THREADS set by the user is kept as it is.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ def set_wait_policy() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def cpu_threads() -> int | None:
-    """The intra-op thread count TLORA_BENCH_THREADS asks for, or None: torch's own (one per core)."""
+def cpu_threads(small: bool = False) -> int | None:
+    """The intra-op thread count for work on a tiny model (`small`) or a real one, or None: leave torch's."""
     setting = os.environ.get(THREADS_ENV, "auto").strip().lower()
-    if setting in ("auto", "torch", ""):
+    if setting == "torch" or (setting == "auto" and "OMP_NUM_THREADS" in os.environ):
         return None
+    if setting == "auto":
+        return 1 if small else _torch_default()
     if setting.isdigit() and int(setting) >= 1:
         return int(setting)
     from tlora_bench.errors import TloraBenchError
@@ -40,13 +46,25 @@ def cpu_threads() -> int | None:
                           "auto or torch")
 
 
-def adapt_cpu_threads() -> int | None:
-    """Apply TLORA_BENCH_THREADS to torch (and OpenCV); returns the count set, or None."""
-    count = cpu_threads()
+_DEFAULT: list[int] = []  # torch's own count, read before this module first changes it
+
+
+def _torch_default() -> int:
+    import torch
+
+    if not _DEFAULT:
+        _DEFAULT.append(torch.get_num_threads())
+    return _DEFAULT[0]
+
+
+def adapt_cpu_threads(small: bool = False) -> int | None:
+    """Set torch's (and OpenCV's) thread count for the work that follows; returns the count, or None."""
+    count = cpu_threads(small)
     if count is None:
         return None
     import torch
 
+    _torch_default()
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     try:

@@ -264,7 +264,7 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
 
     options = options or EvalOptions()
     options.check()
-    adapt_cpu_threads()  # the cores free now, for feature extraction and grabcut (docs/performance.md)
+    adapt_cpu_threads(small=options.tiny_models)  # one thread for tiny extractors (tlora_bench/threads.py)
     images_dir = Path(images_dir)
     out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
     folders = find_indexed_folders(images_dir, skip=[out_dir])

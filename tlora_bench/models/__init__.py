@@ -48,6 +48,11 @@ def backend_spec(name: str) -> BackendSpec:
     return BACKENDS.get(name)
 
 
+def is_tiny(name: str) -> bool:
+    """Whether a backend is a tiny random model (no hub weights: built locally for tests and smoke runs)."""
+    return backend_spec(name).hub_id is None
+
+
 def backend_names() -> list[str]:
     """Canonical names, without aliases."""
     return [name for name in BACKENDS if BACKENDS.get(name).name == name]
@@ -65,7 +70,7 @@ def load_backend(name: str, *, source: str | None = None, revision: str | None =
 
 
 __all__ = ["BACKENDS", "BackendSpec", "DiffusionBackend", "TrainingExample", "backend_names", "backend_spec",
-           "load_backend", "model_load_error", "register_backend"]
+           "is_tiny", "load_backend", "model_load_error", "register_backend"]
 
 
 # FLUX.1-dev, transformer/config.json: the keys that set shapes (for checks on the meta device, no weights).
