@@ -19,6 +19,7 @@ defaults, wait policy included (for comparison), and an OMP_NUM_THREADS set by t
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -46,15 +47,12 @@ def cpu_threads(small: bool = False) -> int | None:
                           "auto or torch")
 
 
-_DEFAULT: list[int] = []  # torch's own count, read before this module first changes it
-
-
+@functools.cache
 def _torch_default() -> int:
+    """torch's own count (one per core), read once, before adapt_cpu_threads first changes it."""
     import torch
 
-    if not _DEFAULT:
-        _DEFAULT.append(torch.get_num_threads())
-    return _DEFAULT[0]
+    return torch.get_num_threads()
 
 
 def adapt_cpu_threads(small: bool = False) -> int | None:

@@ -224,36 +224,35 @@ def scoring_inputs(config: RunConfig, run_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _scores_current(run_dir: Path, config: RunConfig) -> bool:
-    """Whether the scores, leaderboard and report were made from exactly what the folder holds now."""
+def _scores_current(run_dir: Path, config: RunConfig, inputs: str | None = None) -> bool:
+    """Whether the scores, leaderboard and report were made from exactly what the folder holds now (`inputs`:
+    its scoring_inputs, when the caller has them already)."""
     saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
     made = [run_dir / "leaderboard.csv", run_dir / "report" / "report.html", run_dir / "report" / "leaderboard.md"]
-    return saved.get("inputs") == scoring_inputs(config, run_dir) and all(path.is_file() for path in made)
+    return (saved.get("inputs") == (inputs or scoring_inputs(config, run_dir))
+            and all(path.is_file() for path in made))
 
 
 def _score_unless_current(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
                           echo: Callable[[str], None]) -> None:
     """Score, unless nothing the scores depend on changed since the last scoring: then read them back."""
-    if _scores_current(run_dir, config):
+    inputs = scoring_inputs(config, run_dir)
+    if _scores_current(run_dir, config, inputs):
         try:
             result.leaderboard = pd.read_csv(run_dir / "leaderboard.csv")
             result.report = run_dir / "report" / "report.html"
             return
         except (OSError, ValueError):  # unreadable: score again
             pass
-    inputs = scoring_inputs(config, run_dir)
     _score(config, jobs, run_dir, result, echo)
     if result.leaderboard is not None and _report(run_dir, result, echo):
         atomic_write_text(run_dir / EVALUATION_DIR / SCORED_FILE, json.dumps({"inputs": inputs}) + "\n")
 
 
 def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> bool:
-    """Make the report (once per scoring: a report already made from the same scores is kept)."""
+    """Make the report; False (with a warning) when it could not be made."""
     from tlora_bench.report import make_report
 
-    made = run_dir / "report" / "report.html"
-    if result.report == made:
-        return True
     try:
         folder = make_report(run_dir, echo=lambda message: None)
     except TloraBenchError as e:  # the results stand without their report; `tlora-bench report` can re-make it
