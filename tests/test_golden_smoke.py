@@ -1,0 +1,31 @@
+"""The smoke preset's leaderboard, end to end, against a golden file made before the code was last restructured:
+refactoring the wiring must never move a number."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tlora_bench.config import load_config
+from tlora_bench.runner import run
+
+GOLDEN = Path(__file__).parent / "golden" / "smoke_leaderboard.csv"
+
+
+@pytest.mark.slow
+def test_smoke_leaderboard_matches_the_golden_file(tmp_path):
+    result = run(load_config("smoke"), tmp_path / "smoke", progress=False, echo=lambda message: None)
+    golden, ours = pd.read_csv(GOLDEN), result.leaderboard
+    assert list(ours["method_label"]) == list(golden["method_label"])
+    assert set(golden.columns) <= set(ours.columns)
+    for column in golden.columns:
+        for label, want, got in zip(golden["method_label"], golden[column], ours[column]):
+            if isinstance(want, float) and math.isnan(want):
+                assert pd.isna(got), f"{label} {column}: {got!r}, golden is empty"
+            elif isinstance(want, (int, float)) and not isinstance(want, bool):
+                assert got == pytest.approx(want, rel=1e-6, abs=1e-9), f"{label} {column}"
+            else:
+                assert got == want, f"{label} {column}"
