@@ -17,8 +17,8 @@ import time
 import torch
 
 from tlora_bench.adapters import DEFAULT_TARGETS, METHODS, attach_adapters, make_config, timesteps
-from tlora_bench.adapters.catalog import method_label
 from tlora_bench.models.tiny import TINY_UNET_CONFIG
+from tlora_bench.planner.catalog import method_label
 
 TARGETS = {"tlora": 1.25, "lora": 1.10}  # ratio targets to PEFT LoRA
 

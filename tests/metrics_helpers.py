@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tlora_bench.layout import ImageRecord, write_images_index
 from tlora_bench.metrics.extractors import EXTRACTORS, TINY_CLIP_ARGS, TINY_VIT_ARGS, Extractor
-from tlora_bench.metrics.layout import ImageRecord, write_images_index
+from tlora_bench.metrics.registry import MetricInput
 from tlora_bench.prompts import base_template, seed_for
 
 BASE = base_template()
@@ -26,6 +27,11 @@ def blob_image(path: Path, size: int = 32, seed: int = 0, fmt: str | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, format=fmt)
     return path
+
+
+def brightness(item: MetricInput) -> float:
+    """A score hook for the metric registry tests: the mean pixel value of the generated image, 0..1."""
+    return float(np.asarray(item.image, dtype=np.float64).mean() / 255.0)
 
 
 def write_generated(root: Path, method_label: str, concept_id: str, counts: dict[str, int], *, seed: int = 0,

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-METRICS = ("is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept")
+from tlora_bench.metrics.registry import metric_names
+
 EVIL = "<script>alert(1)</script>"
 BASE = "a photo of a {0}"
 TEMPLATES = (BASE, "a {0} in the jungle " + EVIL, "a {0} on the beach", "a {0} in the snow")
@@ -23,12 +24,14 @@ def metric_value(label_index: int, metric_index: int) -> float:
 
 def make_evaluated_folder(root: Path, model: str = "sdxl", labels: dict | None = None) -> Path:
     """DIR/<label>/<concept>/{images.jsonl,*.png}, DIR/evaluation/{per_method,per_concept,per_prompt}.csv,
-    evaluation.json, and config.json with `model`; numbers follow metric_value()."""
+    evaluation.json, and config.json with `model`; numbers follow metric_value(), one per registered metric in
+    registry order."""
     labels = LABELS if labels is None else labels
+    metrics = metric_names()
     rng = np.random.default_rng(0)
     method_rows, concept_rows, prompt_rows = [], [], []
     for i, (label, (method, rank)) in enumerate(labels.items()):
-        for m, metric in enumerate(METRICS):
+        for m, metric in enumerate(metrics):
             mean = metric_value(i, m)
             method_rows.append({"method_label": label, "method": method, "rank": rank, "metric": metric, "mean": mean,
                                 "ci_low": mean - 0.02, "ci_high": mean + 0.02, "n_concepts": len(CONCEPTS)})
@@ -46,7 +49,7 @@ def make_evaluated_folder(root: Path, model: str = "sdxl", labels: dict | None =
                 prompt_rows.append({"method_label": label, "concept": concept, "template": template, "n_images": 2})
             (folder / "images.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
             concept_rows.append({"method_label": label, "method": method, "rank": rank, "concept": concept,
-                                 "class_word": class_word, **{k: metric_value(i, m) for m, k in enumerate(METRICS)},
+                                 "class_word": class_word, **{k: metric_value(i, m) for m, k in enumerate(metrics)},
                                  "n_base_images": 2, "n_ts_prompts": 3})
     evaluation = root / "evaluation"
     evaluation.mkdir()

@@ -12,9 +12,17 @@ from tests.cli_helpers import assert_one_line_error
 from tests.runner_helpers import preset_file, reduced_config
 from tlora_bench.cli import main
 from tlora_bench.errors import EXIT_INCOMPLETE, TloraBenchError
-from tlora_bench.runner import plan_jobs
+from tlora_bench.planner import make_plan
 from tlora_bench.runner.jobs import DONE_FILE, read_marker
 from tlora_bench.runner.run import check_run_folder
+
+
+def _jobs(config):
+    return list(make_plan(config).jobs)
+
+
+def _variants(config):
+    return list(make_plan(config).variants)
 
 
 def _cli(*args: str):
@@ -148,7 +156,7 @@ def test_a_done_marker_that_is_no_object_means_not_done(tmp_path):
 def test_a_marker_or_config_that_is_a_folder_is_one_line(tmp_path):
     path = preset_file(tmp_path, methods="lora")
     out = tmp_path / "run"
-    job = plan_jobs(reduced_config(tmp_path, methods="lora"))[0]
+    job = _jobs(reduced_config(tmp_path, methods="lora"))[0]
     (out / job.folder / DONE_FILE).mkdir(parents=True)
     assert_one_line_error(_cli("run", "--preset", str(path), "--out", str(out)), DONE_FILE, "is a folder",
                           "remove that folder")

@@ -23,9 +23,9 @@ from tlora_bench.adapters import (
     parameter_groups,
     unmerge_adapters,
 )
-from tlora_bench.adapters.gsoft import GSOFTLinear, cayley
+from tlora_bench.adapters.gsoft.layer import GSOFTLinear, cayley
 from tlora_bench.adapters.io import load_adapter, read_adapter_config, save_adapter
-from tlora_bench.adapters.svdiff import memory_footprint
+from tlora_bench.adapters.svdiff.layer import memory_footprint
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.models.tiny import tiny_unet
 

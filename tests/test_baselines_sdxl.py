@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from tlora_bench.adapters import METHODS, attach_adapters, count_trainable, detach_adapters, make_config
-from tlora_bench.adapters.catalog import method_rows
-from tlora_bench.adapters.svdiff import memory_footprint
+from tlora_bench.adapters.svdiff.layer import memory_footprint
 from tlora_bench.cli import main
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.models.sdxl import SDXL_UNET_PARAMETERS, sdxl_unet_on_meta
+from tlora_bench.planner.catalog import method_rows
 
 # LoRA r=64: a d_in -> d_out linear has 64·(d_in + d_out).
 #   640 block:  attn1 4 x 64·1280 = 327,680; attn2 to_q, to_out 81,920 each; to_k, to_v 64·(2048+640) = 172,032
@@ -156,7 +156,7 @@ def test_methods_command_rejects_a_bad_rank():
 @pytest.mark.parametrize("label", ["oft-7", "gsoft-7", "tlora-2000", "lora-2000", "oft-32", "gsoft-64", "svdiff"])
 def test_size_check_names_the_problem_attaching_meets(label: str):
     """The size check builds one layer per shape; its verdict and message are those of attaching every layer."""
-    from tlora_bench.adapters.catalog import size_problem
+    from tlora_bench.planner.sizes import size_problem
 
     skeleton = sdxl_unet_on_meta()
     try:

@@ -6,6 +6,7 @@ import pytest
 
 from tlora_bench.config import RunConfig, load_config, parse_assignments, preset_names
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.planner import make_plan
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -54,7 +55,7 @@ def test_user_preset_file(tmp_path: Path):
 ])
 def test_bad_values_name_the_key(overrides: dict, message: str):
     with pytest.raises(TloraBenchError, match=message):
-        load_config("smoke", overrides)
+        make_plan(load_config("smoke", overrides))  # the config checks its fields, the plan its names
 
 
 def test_preset_errors(tmp_path: Path):

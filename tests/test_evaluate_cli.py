@@ -23,9 +23,11 @@ from tests.metrics_helpers import (
 )
 from tlora_bench.cli import main
 from tlora_bench.errors import EXIT_INCOMPLETE
-from tlora_bench.metrics import ImageRecord, image_similarity, load_extractor, write_images_index
+from tlora_bench.layout import ImageRecord, write_images_index
+from tlora_bench.metrics import image_similarity, load_extractor
+from tlora_bench.metrics.registry import Metric, metric_names, registered_metric
 
-SCORE_COLUMNS = {"is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept"}
+SCORE_COLUMNS = set(metric_names())
 PROVENANCE = {"tlora_bench_version", "torch_version", "open_clip_version", "timm_version", "transformers_version",
               "device", "dtype", "clip_extractor", "clip_weights", "dino_extractor", "dino_weights", "segmenter",
               "real_set", "ts_headline", "ts_variants", "mask_fill", "tiny_models"}
@@ -66,7 +68,7 @@ def test_evaluate_writes_every_table_with_provenance_and_reuses_features(project
     assert row["seed"] == sum(map(ord, JUNGLE)) + row["image_index"]
     assert scores[scores["template"] == BASE][list(SCORE_COLUMNS)].notna().all().all()
     per_method = pd.read_csv(out / "per_method.csv")
-    assert len(per_method) == 2 * 6 and set(per_method.columns) >= PROVENANCE
+    assert len(per_method) == 2 * len(SCORE_COLUMNS) and set(per_method.columns) >= PROVENANCE
     assert (per_method["ci_low"] <= per_method["mean"]).all() and (per_method["mean"] <= per_method["ci_high"]).all()
     assert len(pd.read_csv(out / "per_concept.csv")) == 3 and len(pd.read_csv(out / "per_prompt.csv")) == 7
     summary = json.loads((out / "evaluation.json").read_text())
@@ -188,3 +190,17 @@ def test_layout_errors_are_one_line(project, tmp_path: Path):
     _one_line_error(_evaluate(manifest, tmp_path / "nothing-here"), "does not exist")
     shutil.move(gen / "lora" / "rex", gen / "lora" / "rexx")
     _one_line_error(_evaluate(manifest, gen), "unknown concept 'rexx'", "did you mean 'rex'")
+
+
+def _failing_hook(item) -> float:
+    raise ValueError(f"cannot score {item.path.name}")
+
+
+def test_a_failing_score_hook_is_a_one_line_error_naming_the_metric(project):
+    manifest, gen = project
+    with registered_metric(Metric("fragile", "fragile", score=_failing_hook)):
+        result = _evaluate(manifest, gen)
+    _one_line_error(result, "metric 'fragile' failed on '", "ValueError: cannot score")
+    with registered_metric(Metric("missing", "missing", score="tests.no_such_module:score")):
+        result = _evaluate(manifest, gen)
+    _one_line_error(result, "metric 'missing': its score hook names 'tests.no_such_module:score', which cannot be")

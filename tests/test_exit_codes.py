@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.metrics_helpers import BASE, JUNGLE, make_concepts, write_generated
 from tlora_bench.cli import main
 from tlora_bench.errors import EXIT_ERROR, EXIT_INCOMPLETE
-from tlora_bench.metrics import ImageRecord, write_images_index
+from tlora_bench.layout import ImageRecord, write_images_index
 
 
 def _evaluate(manifest: Path, gen: Path, *extra: str):

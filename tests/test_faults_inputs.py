@@ -238,8 +238,10 @@ def test_preset_values_of_the_wrong_kind_or_size_are_one_line(tmp_path: Path, li
     preset = tmp_path / "p.toml"
     methods = '["late"]' if "variants" in line else '["lora-4"]'
     preset.write_text(f'model = "tiny"\nconcepts = "dog6"\nmethods = {methods}\n{line}\n')
+    from tlora_bench.planner import make_plan
+
     with pytest.raises(TloraBenchError) as caught:
-        load_config(str(preset))
+        make_plan(load_config(str(preset)))
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -22,7 +22,7 @@ from tlora_bench.cli import main
 from tlora_bench.config import RunConfig, load_config
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import read_toml
-from tlora_bench.metrics.layout import read_images_index
+from tlora_bench.layout import read_images_index
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIG_KEYS = ["name", "methods", "ranks", "r_min", "variants", "steps", "seeds", "precision", "prompts",

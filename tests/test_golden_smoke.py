@@ -22,7 +22,7 @@ def test_smoke_leaderboard_matches_the_golden_file(tmp_path):
     assert list(ours["method_label"]) == list(golden["method_label"])
     assert set(golden.columns) <= set(ours.columns)
     for column in golden.columns:
-        for label, want, got in zip(golden["method_label"], golden[column], ours[column]):
+        for label, want, got in zip(golden["method_label"], golden[column], ours[column], strict=True):
             if isinstance(want, float) and math.isnan(want):
                 assert pd.isna(got), f"{label} {column}: {got!r}, golden is empty"
             elif isinstance(want, (int, float)) and not isinstance(want, bool):

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from tlora_bench.metrics import bootstrap_ci, per_concept, per_method, per_prompt
+from tlora_bench.metrics.registry import metric_names
 
 BASE, JUNGLE, BEACH = "a photo of a {0}", "a {0} in the jungle", "a {0} on the beach"
 NAN = float("nan")
+BUILTINS = ("is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept")
 
 
 def _row(concept, template, is_=NAN, ts=NAN, ts_kept=NAN, method="lora", fallback=False):
@@ -20,7 +22,8 @@ def _row(concept, template, is_=NAN, ts=NAN, ts_kept=NAN, method="lora", fallbac
             "template": template, "prompt_kind": kind, "is": is_,
             "is_masked": NAN if math.isnan(is_) else is_ + 0.1, "dino_is": NAN if math.isnan(is_) else is_ - 0.3,
             "dino_is_masked": NAN if math.isnan(is_) else is_ - 0.2, "ts": ts, "ts_class_kept": ts_kept,
-            "gen_mask_fallback": fallback, "n_real": 3, "real_mask_fallbacks": 0}
+            "gen_mask_fallback": fallback, "n_real": 3, "real_mask_fallbacks": 0,
+            **{name: NAN for name in metric_names() if name not in BUILTINS}}  # any other registered metric
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_per_method_means_over_concepts_with_a_bootstrap_interval(scores):
     tlora = methods[methods["method_label"] == "tlora"].set_index("metric")
     assert tlora.loc["is", "mean"] == pytest.approx(0.9) and tlora.loc["is", "n_concepts"] == 1
     assert (tlora.loc["is", "ci_low"], tlora.loc["is", "ci_high"]) == pytest.approx((0.9, 0.9))
-    assert set(methods["metric"]) == {"is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept"}
+    assert list(methods.loc[methods["method_label"] == "lora", "metric"]) == metric_names()
     assert set(methods["bootstrap_resamples"]) == {1000} and set(methods["bootstrap_seed"]) == {0}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.metrics_helpers import BASE, JUNGLE, write_generated
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.metrics import ImageRecord, find_indexed_folders, read_images_index, write_images_index
+from tlora_bench.layout import ImageRecord, find_indexed_folders, read_images_index, write_images_index
 
 
 def test_write_then_read_round_trips(tmp_path: Path):

@@ -22,7 +22,7 @@ from tlora_bench.cli import main
 from tlora_bench.config import load_config
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import read_toml
-from tlora_bench.metrics.layout import read_images_index
+from tlora_bench.layout import read_images_index
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00binary"
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tests.report_helpers import EVIL, METRICS, make_evaluated_folder, metric_value
+from tests.report_helpers import EVIL, make_evaluated_folder, metric_value
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.metrics.registry import Metric, metric_names, registered_metric
 from tlora_bench.report import make_report
 from tlora_bench.report.commands import report_cmd
 from tlora_bench.report.paper import paper_tables
@@ -77,7 +78,7 @@ def test_run_html_self_contained_with_training_images(tiny_run: Path) -> None:
 def test_evaluated_folder_numbers_and_paper(evaluated: Path) -> None:
     board = pd.read_csv(evaluated / "report" / "leaderboard.csv").set_index("method_label")
     for i, label in enumerate(("tlora-64", "lora-64")):
-        for m, metric in enumerate(METRICS):
+        for m, metric in enumerate(metric_names()):
             assert board.loc[label, f"{metric}_mean"] == pytest.approx(metric_value(i, m))
             assert board.loc[label, f"{metric}_ci_low"] == pytest.approx(metric_value(i, m) - 0.02)
         assert board.loc[label, "n_concepts"] == 2 and board.loc[label, "n_images"] == 16
@@ -118,12 +119,12 @@ def test_compare(evaluated: Path, tmp_path: Path) -> None:
     other = make_evaluated_folder(tmp_path / "other", labels={"tlora-64": ("tlora-64", 64)})
     out = make_report(evaluated, compare=other)
     table = pd.read_csv(out / "compare.csv")
-    assert set(table["method_label"]) == {"tlora-64"} and len(table) == len(METRICS)
+    assert set(table["method_label"]) == {"tlora-64"} and len(table) == len(metric_names())
     assert (table["difference"].abs() < 1e-12).all() and table["intervals_overlap"].all()
     assert "Compared with" in (out / "report.html").read_text()
     shifted = make_evaluated_folder(tmp_path / "shifted", labels={"lora-64": ("lora-64", 64)})
     table = pd.read_csv(make_report(shifted, compare=evaluated) / "compare.csv")  # lora-64: 0.5 vs 0.6
-    assert table["difference"].to_numpy() == pytest.approx([-0.1] * len(METRICS))
+    assert table["difference"].to_numpy() == pytest.approx([-0.1] * len(metric_names()))
     assert not table["intervals_overlap"].any()
 
 
@@ -188,3 +189,26 @@ def test_paper_copy_is_verbatim() -> None:
         assert shipped.read_bytes() == spec.read_bytes()
     assert list(paper_tables().columns) == ["table", "model", "method", "rank_or_config", "n_images", "dino_is",
                                             "is", "ts", "notes"]
+
+
+def test_a_registered_metric_gets_leaderboard_columns_and_html(tmp_path: Path) -> None:
+    """A metric added by one register_metric call shows in every table of the report; removed, it is gone."""
+    metric = Metric("sharpness", "sharpness " + EVIL, higher_is_better=False, scale="0..1",
+                    score="tests.metrics_helpers:brightness")
+    with registered_metric(metric):
+        root = make_evaluated_folder(tmp_path / "eval")
+        other = make_evaluated_folder(tmp_path / "other", labels={"tlora-64": ("tlora-64", 64)})
+        out = make_report(root, compare=other)
+    index = len(metric_names())  # make_evaluated_folder numbered it after the built-ins
+    board = pd.read_csv(out / "leaderboard.csv").set_index("method_label")
+    columns = list(board.columns)
+    assert columns.index("sharpness_mean") == columns.index("ts_class_kept_ci_high") + 1
+    assert board.loc["lora-64", "sharpness_mean"] == pytest.approx(metric_value(1, index))
+    assert board.loc["lora-64", "sharpness_ci_low"] == pytest.approx(metric_value(1, index) - 0.02)
+    assert "sharpness" in pd.read_csv(out / "per_concept.csv").columns
+    assert "sharpness" in set(pd.read_csv(out / "compare.csv")["metric"])
+    html = (out / "report.html").read_text()
+    assert EVIL not in html and "sharpness &lt;script&gt;" in html
+    assert f"{metric_value(1, index):.3f} [" in html
+    assert "sharpness" in (out / "leaderboard.md").read_text().splitlines()[0]
+    assert "sharpness_mean" not in pd.read_csv(make_report(root) / "leaderboard.csv").columns

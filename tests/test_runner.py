@@ -19,8 +19,17 @@ from tests.runner_helpers import assert_same_results, preset_file, reduced_confi
 from tlora_bench.cli import main
 from tlora_bench.config import load_config
 from tlora_bench.errors import EXIT_INCOMPLETE, TloraBenchError
-from tlora_bench.runner import expand_variants, plan_jobs, run
+from tlora_bench.planner import make_plan
+from tlora_bench.runner import run
 from tlora_bench.runner.jobs import DONE_FILE, FAILED_FILE
+
+
+def _jobs(config):
+    return list(make_plan(config).jobs)
+
+
+def _variants(config):
+    return list(make_plan(config).variants)
 
 
 def quiet(message: str) -> None:
@@ -28,18 +37,18 @@ def quiet(message: str) -> None:
 
 
 def test_presets_plan_the_papers_experiments():
-    assert len(plan_jobs(load_config("paper-table2"))) == 175
-    assert len(plan_jobs(load_config("paper-table1"))) == 3 * 5 * 25
-    labels = [v.label for v in expand_variants(load_config("smoke"))]
+    assert len(_jobs(load_config("paper-table2"))) == 175
+    assert len(_jobs(load_config("paper-table1"))) == 3 * 5 * 25
+    labels = [v.label for v in _variants(load_config("smoke"))]
     assert labels == ["tlora-4", "vanilla-tlora-4", "ortho-lora-4", "lora-4", "oft-4", "gsoft-4", "svdiff"]
-    fig2 = plan_jobs(load_config("paper-fig2"))
+    fig2 = _jobs(load_config("paper-fig2"))
     assert {job.train.timestep_range for job in fig2} == {(800, 1000), (500, 800), (0, 500)}
     assert {job.train.method for job in fig2} == {"lora-64"}
-    fig6 = {job.label: job.train.adapter.get("r_min") for job in plan_jobs(load_config("paper-fig6"))}
+    fig6 = {job.label: job.train.adapter.get("r_min") for job in _jobs(load_config("paper-fig6"))}
     assert fig6 == {"ortho-lora-64": None, "tlora-64-rmin16": 16, "tlora-64-rmin32": 32}
-    table4 = {job.label: job.train.train_images for job in plan_jobs(load_config("paper-table4"))}
+    table4 = {job.label: job.train.train_images for job in _jobs(load_config("paper-table4"))}
     assert table4["oft-32-img3"] == 3 and table4["tlora-64-img1"] == 1
-    jobs = plan_jobs(load_config("smoke", {"seeds": "0,1"}))
+    jobs = _jobs(load_config("smoke", {"seeds": "0,1"}))
     assert {job.image_label for job in jobs if job.label == "svdiff"} == {"svdiff.seed0", "svdiff.seed1"}
     assert len({job.key for job in jobs}) == len(jobs)
 
@@ -53,9 +62,9 @@ def test_presets_plan_the_papers_experiments():
     ({"model": "sdxk"}, "config key 'model': unknown model backend 'sdxk'; did you mean 'sdxl'"),
     ({"methods": "lora-4,lora", "ranks": "4"}, "gives the label 'lora-4' twice"),
 ])
-def test_bad_variants_and_names_fail_when_the_config_is_built(overrides, message):
+def test_bad_variants_and_names_fail_when_the_run_is_planned(overrides, message):
     with pytest.raises(TloraBenchError, match=message):
-        load_config("smoke", overrides)
+        make_plan(load_config("smoke", overrides))
 
 
 def test_dry_run_of_paper_table2_loads_no_model(monkeypatch):
@@ -216,4 +225,4 @@ def test_an_unwritable_run_folder_and_an_impossible_size_fail_before_any_work(tm
     with pytest.raises(TloraBenchError, match=r"cannot write to .*choose another --out"):
         run(config, blocked / "run", progress=False, echo=quiet)
     with pytest.raises(TloraBenchError, match="oft-7 on model 'tiny': oft-7 is impossible"):
-        reduced_config(tmp_path, methods="oft-7")
+        make_plan(reduced_config(tmp_path, methods="oft-7"))

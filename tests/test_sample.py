@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.train_helpers import load_tiny, spec, write_concepts
 from tlora_bench.adapters import adapter_layers
-from tlora_bench.metrics.layout import read_images_index
+from tlora_bench.layout import read_images_index
 from tlora_bench.sample import SampleOptions, generate, plan_items, read_adapter_info
 from tlora_bench.train import ADAPTER_FILE, train
 
@@ -62,7 +62,7 @@ def test_batch_size_does_not_change_the_images(trained, tmp_path):
 def test_tlora_layers_see_each_scheduler_timestep_once_for_both_guidance_halves(trained, tmp_path, monkeypatch):
     backend, adapter = trained["backend"], trained["adapters"]["tlora-4"]
     seen = []
-    from tlora_bench.adapters.tlora import TLoRALinear
+    from tlora_bench.adapters.tlora.layer import TLoRALinear
 
     original = TLoRALinear.adapted_forward
 

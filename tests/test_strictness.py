@@ -19,14 +19,16 @@ import tlora_bench
 from tests.adapter_helpers import fresh_unet
 from tests.cli_helpers import assert_one_line_error as _one_line_error
 from tlora_bench.adapters import adapter_layers, attach_adapters, make_config, merge_adapters, unmerge_adapters
-from tlora_bench.adapters import svdiff as svdiff_module
 from tlora_bench.adapters.io import load_adapter, save_adapter
-from tlora_bench.adapters.registry import _linear_targets, matches_target
-from tlora_bench.adapters.svdiff import spectral_targets
-from tlora_bench.adapters.tlora import _svd_factors
+from tlora_bench.adapters.layer import layer_table
+from tlora_bench.adapters.registry import linear_targets, matches_target
+from tlora_bench.adapters.svdiff import config as svdiff_config
+from tlora_bench.adapters.svdiff.config import spectral_targets
+from tlora_bench.adapters.tlora.layer import _svd_factors
 from tlora_bench.cli import main
 from tlora_bench.config import load_config
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.planner import make_plan
 from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
 
 PACKAGE = Path(tlora_bench.__file__).parent
@@ -41,7 +43,7 @@ def _cli(*args: str):
 
 def test_steps_key_naming_no_method_is_an_error_with_did_you_mean():
     with pytest.raises(TloraBenchError) as error:
-        load_config("smoke", {"steps": "tlroa=800"})
+        make_plan(load_config("smoke", {"steps": "tlroa=800"}))
     message = str(error.value)
     assert "\n" not in message and "'tlroa'" in message and "did you mean 'tlora'" in message
 
@@ -52,9 +54,9 @@ def test_cli_config_with_a_misspelt_steps_key_exits_1_with_one_line():
 
 # ---- 2. concepts checked when the config is built ----------------------------------------------------------
 
-def test_unknown_concept_fails_when_the_config_is_built():
+def test_unknown_concept_fails_when_the_run_is_planned():
     with pytest.raises(TloraBenchError) as error:
-        load_config("smoke", {"concepts": "nonexist"})
+        make_plan(load_config("smoke", {"concepts": "nonexist"}))
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("config key 'concepts': unknown concept or concept set 'nonexist'")
@@ -66,15 +68,15 @@ def test_concepts_check_needs_the_manifest_only_not_the_images(monkeypatch, tmp_
     assert load_config(None, {"concepts": "dreambooth25", "data_dir": str(tmp_path / "nope")})
 
 
-def test_a_user_manifest_is_parsed_when_the_config_is_built(tmp_path: Path):
+def test_a_user_manifest_is_parsed_when_the_run_is_planned(tmp_path: Path):
     manifest = tmp_path / "mine.toml"
     manifest.write_text('[[concepts]]\nid = "mug"\nclass_word = "mug"\nimages = ["00.jpg"]\n')
-    assert load_config("smoke", {"concepts": str(manifest)}).concepts == str(manifest)
+    assert make_plan(load_config("smoke", {"concepts": str(manifest)})).manifest_path == str(manifest.resolve())
     manifest.write_text('[[concepts]]\nid = "mug"\nimages = ["00.jpg"]\n')  # no class_word
     with pytest.raises(TloraBenchError, match=r"^config key 'concepts': .*class_word"):
-        load_config("smoke", {"concepts": str(manifest)})
+        make_plan(load_config("smoke", {"concepts": str(manifest)}))
     with pytest.raises(TloraBenchError, match=r"^config key 'concepts': .*not found"):
-        load_config("smoke", {"concepts": str(tmp_path / "missing.toml")})
+        make_plan(load_config("smoke", {"concepts": str(tmp_path / "missing.toml")}))
 
 
 def test_cli_config_with_an_unknown_concept_exits_1_with_one_line():
@@ -98,6 +100,19 @@ def test_the_token_literal_is_defined_once():
     found = [f"{path.relative_to(PACKAGE)}:{line}" for path in sorted(PACKAGE.rglob("*.py")) if path != definition
              for line, value in _string_literals(path) if value == DEFAULT_TOKEN]
     assert found == [], f"write tlora_bench.prompts.DEFAULT_TOKEN instead of the literal at {found}"
+
+
+# Each default with the files allowed to spell it: its definition and the registrations of the name it picks.
+_DEFAULTS = {"grabcut": {"metrics/names.py", "metrics/segmenters.py"}, "dino-vits16": {"metrics/names.py"},
+             "sdxl": {"specs.py", "models/__init__.py", "runner/estimate.py"}, "dreambooth25": {"config.py"}}
+
+
+@pytest.mark.parametrize("literal", sorted(_DEFAULTS))
+def test_every_default_is_defined_once(literal: str):
+    found = [f"{path.relative_to(PACKAGE)}:{line}" for path in sorted(PACKAGE.rglob("*.py"))
+             if str(path.relative_to(PACKAGE)) not in _DEFAULTS[literal]
+             for line, value in _string_literals(path) if value == literal]
+    assert found == [], f"read the default's one definition instead of the literal {literal!r} at {found}"
 
 
 def test_cli_and_train_defaults_come_from_the_one_definition():
@@ -124,11 +139,12 @@ def test_matches_target_is_an_exact_name_or_a_dotted_suffix():
 
 
 def test_every_method_finds_the_same_layers_with_the_one_rule():
-    assert svdiff_module.matches_target is matches_target
+    assert svdiff_config.matches_target is matches_target
     model = fresh_unet()
+    table = layer_table(model)
     targets = ("to_q", "to_out.0", "attn2.to_k")
-    linear = [name for name, _ in _linear_targets(model, make_config("lora-4", target_modules=targets))]
-    spectral = [name for name, _ in spectral_targets(model, make_config("svdiff", target_modules=targets))]
+    linear = [layer.name for layer in linear_targets(table, make_config("lora-4", target_modules=targets))]
+    spectral = [layer.name for layer in spectral_targets(table, make_config("svdiff", target_modules=targets))]
     assert linear == spectral and len(linear) > 0
     assert linear == [name for name, _ in model.named_modules() if matches_target(name, targets)]
 
@@ -287,7 +303,7 @@ def test_gsoft_places_the_bias_per_projection_as_the_authors_processors(
 
 
 def test_gsoft_bias_placement_on_the_sdxl_and_flux_names():
-    from tlora_bench.adapters.gsoft import OUTPUT_PROJECTIONS
+    from tlora_bench.adapters.gsoft.config import OUTPUT_PROJECTIONS
     from tlora_bench.adapters.registry import matches_target
 
     outside = ["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0",

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from tests.conftest import TINY_MANIFEST, make_tiny_dataset, write_image
-from tlora_bench.metrics.layout import ImageRecord, write_images_index
+from tlora_bench.layout import ImageRecord, write_images_index
 from tlora_bench.prompts import seed_for
 
 METHODS = ("alpha-a", "beta-b", "gamma-c")

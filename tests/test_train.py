@@ -202,7 +202,7 @@ def test_a_finished_folder_answers_only_for_its_own_adapter(workspace, tmp_path)
 
 def test_a_rank_above_a_layer_width_is_refused_for_every_rank_sized_method(workspace, tmp_path):
     """tiny's attention layers are 64 wide: r=65 adds parameters and no rank, r=100000 would allocate GBs."""
-    from tlora_bench.adapters.catalog import size_problem
+    from tlora_bench.planner.sizes import size_problem
 
     for method in ("lora", "vanilla-tlora", "ortho-lora", "tlora"):
         recipe = resolve_recipe(TrainSpec(method=f"{method}-65", concept="rex", model="tiny"))

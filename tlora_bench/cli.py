@@ -10,7 +10,9 @@ import click
 from tlora_bench import __version__
 from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.metrics.names import DEFAULT_DINO, DEFAULT_SEGMENTER, dino_names, segmenter_names
 from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
+from tlora_bench.specs import DEFAULT_MODEL
 
 
 @click.group(cls=ErrorLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,9 +30,9 @@ def concepts() -> None:
 
 
 def _manifest(manifest_path: str | None):
-    from tlora_bench.concepts import bundled_manifest, load_manifest
+    from tlora_bench.concepts.manifest import manifest_for
 
-    return load_manifest(manifest_path) if manifest_path else bundled_manifest()
+    return manifest_for(manifest_path)
 
 
 @concepts.command("list")
@@ -141,15 +143,32 @@ def prompts_cmd(concept_id: str, manifest_path: str | None, token: str, base_see
 # ---- config ---------------------------------------------------------------------------------------------
 
 
+def _listed(names: list[str], default: object) -> str:
+    return f"one of {', '.join(names)}; default {default}"
+
+
 def run_config_options(command):
-    """The flags that override preset values; shared by every command that builds a RunConfig."""
+    """The flags that override preset values; shared by every command that builds a RunConfig. Every list of
+    names comes from its registry, every default from RunConfig."""
+    from tlora_bench.adapters import METHODS
+    from tlora_bench.config import RunConfig, preset_names
+    from tlora_bench.devices import PRECISIONS
+    from tlora_bench.models import backend_names
+
+    defaults = RunConfig()
     options = [
-        click.option("--preset", default=None, help="Bundled preset name or a .toml file."),
-        click.option("--methods", default=None, help="Comma-separated methods, e.g. tlora,lora,oft-32."),
-        click.option("--ranks", default=None, help="Comma-separated ranks, e.g. 4,8,64."),
-        click.option("--concepts", default=None, help="Set name, comma-separated ids, or a manifest .toml."),
-        click.option("--model", default=None, help="Model backend."),
-        click.option("--precision", default=None, help="fp32, bf16 or fp16."),
+        click.option("--preset", default=None, help=f"A bundled preset ({', '.join(preset_names())}) or a .toml file."),
+        click.option("--methods", default=None, help="Comma-separated methods, each with an optional -N size (tlora,"
+                     f"lora-64,oft-32): {_listed(METHODS.names(), ','.join(defaults.methods))}."),
+        click.option("--ranks", default=None, help=f"Comma-separated ranks, e.g. 4,8,64; default "
+                     f"{','.join(map(str, defaults.ranks))}."),
+        click.option("--concepts", default=None, help="Set name, comma-separated ids, or a manifest .toml; default "
+                     f"{defaults.concepts}."),
+        click.option("--model", default=None, help=f"Model backend: {_listed(backend_names(), defaults.model)}."),
+        click.option("--name", default=None, help="The run's name (default: the --out folder's name, else the "
+                     "preset's)."),
+        click.option("--precision", default=None, help=f"{', '.join(PRECISIONS)}; default: the backend's (fp32; "
+                     "FLUX bf16)."),
         click.option("--steps", default=None, help="Step overrides, e.g. all=100 or tlora=800,lora=500."),
         click.option("--output-dir", default=None, help="Where results go."),
         data_dir_option,
@@ -161,11 +180,26 @@ def run_config_options(command):
     return command
 
 
-def build_config(preset: str | None, assignments: tuple[str, ...], **flags):
+def build_config(preset: str | None, assignments: tuple[str, ...], run_dir: str | None = None, **flags):
+    """The RunConfig of a preset, then --set, then flags; a run in `--out DIR` is named DIR unless a name is
+    given (flag or --set)."""
+    from pathlib import Path
+
+    from tlora_bench.concepts.manifest import is_safe_name
     from tlora_bench.config import load_config, parse_assignments
 
     given = {key: value for key, value in flags.items() if value is not None}  # flags beat --set
-    return load_config(preset, {**parse_assignments(assignments), **given})
+    overrides = {**parse_assignments(assignments), **given}
+    folder = Path(run_dir).name if run_dir else None
+    if folder and "name" not in overrides and is_safe_name(folder):
+        overrides["name"] = folder
+    return load_config(preset, overrides)
+
+
+def build_plan(preset: str | None, assignments: tuple[str, ...], run_dir: str | None = None, **flags):
+    from tlora_bench.planner import make_plan
+
+    return make_plan(build_config(preset, assignments, run_dir, **flags))
 
 
 @main.command("config")
@@ -173,15 +207,12 @@ def build_config(preset: str | None, assignments: tuple[str, ...], **flags):
 def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> None:
     """Print the resolved run configuration (preset values, then flags) as JSON; its "resolved" key shows what
     each variant trains with after the method's and the model's defaults (steps, optimizer, lr, r_min)."""
-    from tlora_bench.runner.plan import resolved_variants
-    from tlora_bench.runner.run import data_root
-
-    config = build_config(preset, assignments, **flags)
+    plan = build_plan(preset, assignments, **flags)
     try:
-        data_root(config)  # a run would stop on this before any work; the config itself is still valid
+        plan.data_root()  # a run would stop on this before any work; the config itself is still valid
     except TloraBenchError as e:
         click.echo(f"warning: {e}", err=True)
-    click.echo(json.dumps({**config.to_dict(), "resolved": resolved_variants(config)}, indent=2))
+    click.echo(json.dumps({**plan.config.to_dict(), "resolved": plan.resolved()}, indent=2))
 
 
 # ---- run ------------------------------------------------------------------------------------------------
@@ -204,23 +235,24 @@ def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | Non
     from pathlib import Path
 
     from tlora_bench.errors import EXIT_INCOMPLETE
+    from tlora_bench.layout import REPORT_MARKDOWN
     from tlora_bench.runner import format_outcomes, format_plan, run
     from tlora_bench.runner.executors import parse_devices
     from tlora_bench.runner.run import default_run_dir
 
     gpus = tuple(parse_devices(devices))  # first: a --dry-run checks it too
-    config = build_config(preset, assignments, **flags)
-    folder = Path(run_dir) if run_dir else default_run_dir(config)
+    plan = build_plan(preset, assignments, run_dir, **flags)
+    folder = Path(run_dir) if run_dir else default_run_dir(plan.config)
     if dry_run:
-        click.echo(format_plan(config, folder))
+        click.echo(format_plan(plan, folder))
         return
-    result = run(config, folder, executor=executor, devices=gpus, address=address,
+    result = run(plan, folder, executor=executor, devices=gpus, address=address,
                  force_new=force_new, retry_failed=retry_failed, echo=click.echo)
     click.echo(format_outcomes(result))
     if result.evaluation_error is not None:  # the jobs stand; the output above says what was done
         click.echo(f"error: scoring failed: {result.evaluation_error}", err=True)
     if result.report is not None:  # the short table with intervals and the paper's numbers, as in the report
-        click.echo(result.report.with_name("leaderboard.md").read_text())
+        click.echo(result.report.with_name(REPORT_MARKDOWN).read_text())
     if not result.complete:
         sys.exit(EXIT_INCOMPLETE)
 
@@ -229,13 +261,13 @@ def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | Non
 def presets_cmd() -> None:
     """List the bundled presets with their number of jobs."""
     from tlora_bench.config import load_config, preset_names
-    from tlora_bench.runner import plan_jobs
+    from tlora_bench.planner import make_plan
 
     click.echo(f"{'preset':<16} {'model':<10} {'jobs':>5}  methods")
     for name in preset_names():
-        config = load_config(name)
-        methods = ", ".join(config.methods)
-        click.echo(f"{name:<16} {config.model:<10} {len(plan_jobs(config)):>5}  {methods}")
+        plan = make_plan(load_config(name))
+        methods = ", ".join(v.label for v in plan.variants)
+        click.echo(f"{name:<16} {plan.config.model:<10} {len(plan.jobs):>5}  {methods}")
 
 
 # ---- adapter files --------------------------------------------------------------------------------------
@@ -285,9 +317,9 @@ def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
 @click.argument("images_dir", metavar="DIR", type=click.Path(file_okay=False))
 @manifest_option
 @data_dir_option
-@click.option("--segmenter", default="grabcut", show_default=True,
-              help="Masks for masked IS / DINO-IS: grabcut, provided, grounded-sam (GPU runs) or none.")
-@click.option("--dino", default="dino-vits16", show_default=True, help="DINO-IS model: dino-vits16 or dinov2-vits14.")
+@click.option("--segmenter", default=DEFAULT_SEGMENTER, show_default=True,
+              help=f"Masks for masked IS / DINO-IS: {', '.join(segmenter_names())} (grounded-sam: GPU runs).")
+@click.option("--dino", default=DEFAULT_DINO, show_default=True, help=f"DINO-IS model: {', '.join(dino_names())}.")
 @click.option("--real-set", default="all", show_default=True,
               help="Real images: all images of the concept, or train (the training image only).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
@@ -309,6 +341,7 @@ def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | Non
     from tlora_bench.concepts import resolve_data_root
     from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
     from tlora_bench.errors import EXIT_INCOMPLETE
+    from tlora_bench.layout import find_indexed_folders
     from tlora_bench.metrics.evaluate import (
         EvalOptions,
         evaluate_folder,
@@ -317,7 +350,6 @@ def evaluate_cmd(images_dir: str, manifest_path: str | None, data_dir: str | Non
         incomplete_message,
         parse_weights,
     )
-    from tlora_bench.metrics.layout import find_indexed_folders
 
     refuse_data_dir_with_manifest(manifest_path, data_dir)
     out_dir = options.pop("out_dir")
@@ -364,7 +396,7 @@ def models_list() -> None:
 
 
 @models.command("download")
-@click.option("--model", "names", multiple=True, default=("sdxl",), show_default=True,
+@click.option("--model", "names", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
               help="Backend whose weights to fetch (repeatable): sdxl, flux.")
 @click.option("--evaluation", is_flag=True, help="Also fetch the CLIP, DINO and segmenter weights of evaluate.")
 def models_download(names: tuple[str, ...], evaluation: bool) -> None:
@@ -425,7 +457,7 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--rank", type=int, default=None, help="Rank r for rank-sized methods (default: the label's or 64).")
 @click.option("--r-min", type=int, default=None, help="r_min of T-LoRA's rank schedule (default: r // 2).")
 @click.option("--concept", required=True, help="Concept id, e.g. dog6.")
-@click.option("--model", default="sdxl", show_default=True, help="Model backend (`tlora-bench models list`).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model backend (`tlora-bench models list`).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the adapter, checkpoint and training log; re-running resumes.")
 @manifest_option
@@ -487,8 +519,9 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
     """Generate every prompt's images for the adapter in DIR (a `train --out` folder or an adapter file)."""
     from pathlib import Path
 
-    from tlora_bench.sample import SampleOptions, generate
-    from tlora_bench.train import ADAPTER_FILE
+    from tlora_bench.layout import ADAPTER_FILE, IMAGES_DIR
+    from tlora_bench.sample import generate
+    from tlora_bench.specs import SampleOptions
 
     path = Path(adapter_dir)
     adapter = path / ADAPTER_FILE if path.is_dir() else path
@@ -497,7 +530,7 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
                               "(it finishes with adapter.safetensors) or the adapter file")
     options = SampleOptions(prompts=prompts, images_per_prompt=images_per_prompt, base_images=base_images,
                             batch_size=batch_size, base_seed=base_seed)
-    root = Path(images_root) if images_root else adapter.parent / "images"
+    root = Path(images_root) if images_root else adapter.parent / IMAGES_DIR
     result = generate(adapter, root, options=options, device=device)
     click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
                f"in {result.seconds:.1f}s: {result.folder}")
@@ -527,13 +560,14 @@ def evaluate_command(adapter, root) -> str:
 
 
 @main.command("methods")
-@click.option("--model", "model_name", type=click.Choice(["sdxl", "tiny"]), default="sdxl", show_default=True,
-              help="Model whose trainable parameters are counted (sdxl: on the meta device, no weights).")
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+              help="Model backend whose trainable parameters are counted, on its weightless skeleton (`tlora-bench "
+                   "models list`).")
 @click.option("--rank", type=int, default=64, show_default=True,
               help="Rank r of the rank-sized methods; block-sized methods use their default block count.")
 def methods_cmd(model_name: str, rank: int) -> None:
     """List every adapter method: training defaults and trainable parameters on a model."""
-    from tlora_bench.adapters.catalog import method_rows
+    from tlora_bench.planner.catalog import method_rows
 
     rows = method_rows(model_name, rank)
     click.echo(f"{'label':<18} {'steps':>5} {'lr':>7} {'wd':>7} {'merge':<5} {'trainable':>12}  summary")

@@ -1,6 +1,8 @@
 """Run configuration: a frozen dataclass loaded from a preset file, with CLI values overriding the preset.
 
-Unknown keys and bad values are errors that name the key and say what is allowed.
+A RunConfig checks its own fields (types, ranges, known keys) and imports no torch and no registry: names of
+methods, models, concepts and scorers are checked by the plan (`tlora_bench.planner`), which joins them with
+the registries. Unknown keys and bad values are errors that name the key and say what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError, did_you_mean, unknown_name_error
 from tlora_bench.fileio import read_toml
 from tlora_bench.limits import check_bootstrap, check_seed
+from tlora_bench.metrics.names import DEFAULT_DINO, DEFAULT_SEGMENTER
 from tlora_bench.prompts import (
     DEFAULT_TOKEN,
     IMAGES_PER_BASE_PROMPT,
@@ -27,6 +30,7 @@ from tlora_bench.prompts import (
     load_prompt_set,
 )
 from tlora_bench.resources import bundled_names, bundled_path
+from tlora_bench.specs import DEFAULT_MODEL
 
 # Far above any protocol's values (the paper trains 800 steps, in batches of 1, and samples 5 images per batch): a
 # larger value is a typo that would run for weeks or ask a device for more memory than any has.
@@ -48,11 +52,12 @@ class RunConfig:
     # steps = 500, train_images = 2, svd_source = "W", ...}: any training option or adapter option.
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     concepts: str = "dreambooth25"  # a set name, comma-separated ids, or a user manifest .toml
-    model: str = "sdxl"  # model backend (`tlora-bench models list`)
+    model: str = DEFAULT_MODEL  # model backend (`tlora-bench models list`)
     model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
     vae_path: str | None = None
     revision: str | None = None
-    precision: str = "fp32"  # docs/decisions.md section 3, Decision: fp32 for paper presets
+    precision: str | None = None  # None: the backend's default (fp32 SD-XL, bf16 FLUX); paper presets set fp32
+    # for SD-XL (docs/decisions.md section 3, Decision)
     # Step overrides by method name, label or variant; the key "all" applies to every method without its own.
     steps: Mapping[str, int] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)  # base seeds of the seed rule (docs/decisions.md section 4)
@@ -65,8 +70,8 @@ class RunConfig:
     sample_batch_size: int = 5  # images of one prompt per denoiser batch
     checkpoint_every: int = 100  # training steps between checkpoints
     gradient_checkpointing: bool = False
-    segmenter: str = "grabcut"  # masks for masked IS / DINO-IS (docs/evaluation.md)
-    dino: str = "dino-vits16"  # DINO-IS model (docs/decisions.md section 5, Decision)
+    segmenter: str = DEFAULT_SEGMENTER  # masks for masked IS / DINO-IS (docs/evaluation.md)
+    dino: str = DEFAULT_DINO  # DINO-IS model (docs/decisions.md section 5, Decision)
     tiny_extractors: bool = False  # score with tiny random extractors: smoke runs only, meaningless numbers
     bootstrap: int = 1000  # resamples of the 95% interval over concepts
 
@@ -86,7 +91,7 @@ class RunConfig:
             _check(_is_int(self.r_min) and self.r_min >= 1, "r_min", f"must be at least 1, got {self.r_min!r}")
             _check(self.r_min <= min(self.ranks), "r_min",
                    f"is {self.r_min}, larger than rank {min(self.ranks)}; use r_min <= every rank")
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise unknown_name_error("precision (key 'precision')", self.precision, PRECISIONS)
         for method, steps in self.steps.items():
             _check_int("steps", steps, 1, MAX_STEPS, f" for '{method}'")
@@ -99,11 +104,8 @@ class RunConfig:
                f"must list distinct base seeds, got {list(self.seeds)}")
         for seed in self.seeds:
             check_seed(seed, "config key 'seeds'")
-        _check_concepts(self.concepts)
-        _check_bootstrap(self)
-        _check_data_dir(self)
-        _check_evaluation(self)
-        _check_methods(self)
+        check_bootstrap(self.bootstrap, "config key 'bootstrap'")  # the plan bounds it by the concepts too
+        _check_names(self)
 
     def steps_for(self, method: str, default: int) -> int:
         """The step count for a method: its own override, else the "all" override, else its default."""
@@ -148,11 +150,12 @@ def _check_counts(config: RunConfig) -> None:
         _check(isinstance(getattr(config, key), bool), key, f"must be true or false, got {_got(getattr(config, key))}")
 
 
-def _check_bootstrap(config: RunConfig) -> None:
-    """Each resample draws one value per concept: the planned concepts bound how many resamples fit in memory."""
-    from tlora_bench.concepts import select_concepts
-
-    check_bootstrap(config.bootstrap, "config key 'bootstrap'", len(select_concepts(config.concepts)[1]))
+def _check_names(config: RunConfig) -> None:
+    """Names are not empty and step keys are method names (that they name methods of this run, the plan checks)."""
+    for key in ("concepts", "model", "segmenter", "dino", "token"):
+        _check(bool(getattr(config, key).strip()), key, "must not be empty")
+    for key in config.variants:
+        _check(bool(key.strip()), "variants", "names a variant with an empty name")
 
 
 def _check_name(name: str) -> None:
@@ -161,90 +164,6 @@ def _check_name(name: str) -> None:
 
     _check(is_safe_name(name), "name", f"{_quote(name)} is not a safe folder name: use letters, digits, '_', '-', "
                                        "'.', starting with a letter or digit (run --out chooses another folder)")
-
-
-def _check_evaluation(config: RunConfig) -> None:
-    """The scoring choices, checked now so a run never trains everything and then fails to score."""
-    from tlora_bench.metrics.extractors import DINO_EXTRACTORS
-    from tlora_bench.metrics.segmenters import SEGMENTERS
-
-    if config.segmenter not in SEGMENTERS:
-        raise unknown_name_error("segmenter (key 'segmenter')", config.segmenter, SEGMENTERS)
-    if config.dino not in DINO_EXTRACTORS:
-        raise unknown_name_error("DINO model (key 'dino')", config.dino, DINO_EXTRACTORS)
-
-
-def _check_concepts(spec: str) -> None:
-    """The concepts resolve in their manifest (a user .toml, or ids and sets of the bundled one); the image
-    data folder is not needed."""
-    from tlora_bench.concepts import select_concepts
-
-    try:
-        select_concepts(spec)
-    except TloraBenchError as e:
-        raise TloraBenchError(f"config key 'concepts': {e}") from None
-
-
-def _check_data_dir(config: RunConfig) -> None:
-    from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
-
-    manifest = config.concepts if config.concepts.endswith(".toml") else None
-    try:
-        refuse_data_dir_with_manifest(manifest, config.data_dir)
-    except TloraBenchError as e:
-        raise TloraBenchError(f"config key 'data_dir': {e}") from None
-
-
-def _check_methods(config: RunConfig) -> None:
-    """Methods, variants, step keys and the model, checked against the registries (imports torch: only
-    when a config is built)."""
-    from tlora_bench.models import backend_spec
-    from tlora_bench.runner.plan import expand_variants
-
-    try:
-        backend_spec(config.model)
-    except TloraBenchError as e:
-        raise TloraBenchError(f"config key 'model': {e}") from None
-    variants = expand_variants(config)  # every label and variant option checked
-    _check_sizes(config, variants)
-    names = {"all", *config.methods, *(v.label for v in variants), *(v.method_name for v in variants)}
-    for key in config.steps:
-        if key not in names:
-            raise TloraBenchError(f"config key 'steps' names '{key}', which is no method of this run"
-                                  f"{did_you_mean(key, names)} (methods: {', '.join(config.methods)})")
-
-
-def _check_sizes(config: RunConfig, variants: list) -> None:
-    """Each variant's training spec, built as its jobs build it, so `train`'s checks run now and a run never fails
-    on them mid-way: every training and adapter option, the size on the chosen model (OFT and GSOFT block counts
-    divide every adapted width, ranks fit every layer; on the weightless model) and the number of training
-    images of every selected concept."""
-    from tlora_bench.concepts import select_concepts
-    from tlora_bench.train import TrainSpec, check_size, resolve_recipe
-
-    _, concepts = select_concepts(config.concepts)
-    for variant in variants:
-        try:
-            spec = TrainSpec(method=variant.method, concept="-", model=config.model, adapter=variant.adapter,
-                             precision=config.precision, token=config.token, checkpoint_every=config.checkpoint_every,
-                             **variant.train)
-            recipe = resolve_recipe(spec)
-            for key, high in (("steps", MAX_STEPS), ("batch_size", MAX_BATCH)):
-                value = variant.train.get(key)
-                if value is not None and not 1 <= value <= high:  # TrainSpec checked the type and the low end
-                    raise TloraBenchError(f"{key} must be from 1 to {high:,}, got {value:,}")
-        except TloraBenchError as e:
-            raise TloraBenchError(f"variant '{variant.label}': {e}") from None
-        try:
-            check_size(spec, recipe)
-        except TloraBenchError as e:  # a named variant is named too (its recipe label is the method's)
-            named = f"variant '{variant.label}': " if variant.label != recipe.label else ""
-            raise TloraBenchError(f"config key 'methods': {named}{e}") from None
-        short = next((c for c in concepts if len(c.images) < spec.train_images), None)
-        if short is not None:
-            raise TloraBenchError(f"variant '{variant.label}': train_images = {spec.train_images}, but concept "
-                                  f"'{short.id}' has {len(short.images)} images; use at most "
-                                  f"{min(len(c.images) for c in concepts)}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""Provenance: the one place every writer asks what produced a result (DESIGN.md, "Principles").
+"""Provenance: the one place every writer asks what produced a result.
 
 Tool version and git commit (with whether the tree had uncommitted changes), the versions of the libraries
 that change numbers, Python and platform, and the compute device.

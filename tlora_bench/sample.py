@@ -26,25 +26,9 @@ from PIL import Image, PngImagePlugin
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import atomic_write_bytes, check_writable, ensure_writable
 from tlora_bench.interrupts import safe_points, stop_if_asked
-from tlora_bench.metrics.layout import INDEX_FILE, ImageRecord, write_images_index
-from tlora_bench.prompts import IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT, PromptItem, prompt_items
-
-
-@dataclass(frozen=True)
-class SampleOptions:
-    prompts: int | None = None  # only the first N prompt templates (the base prompt first); None: all 32
-    images_per_prompt: int = IMAGES_PER_PROMPT
-    base_images: int = IMAGES_PER_BASE_PROMPT
-    batch_size: int = 5  # images of one prompt per denoiser batch
-    base_seed: int | None = None  # the seed rule's base seed; None: the adapter's training seed
-    num_inference_steps: int | None = None  # None: the backend's (SD-XL 25, FLUX 28)
-    guidance_scale: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.prompts is not None and self.prompts < 1:
-            raise TloraBenchError(f"--prompts must be at least 1, got {self.prompts}")
-        if self.batch_size < 1:
-            raise TloraBenchError(f"--batch-size must be at least 1, got {self.batch_size}")
+from tlora_bench.layout import INDEX_FILE, ImageRecord, write_images_index
+from tlora_bench.prompts import PromptItem, prompt_items
+from tlora_bench.specs import SampleOptions, TrainSpec
 
 
 @dataclass
@@ -72,7 +56,7 @@ class AdapterInfo:
 def read_adapter_info(path: str | Path) -> AdapterInfo:
     from tlora_bench.adapters import METHODS
     from tlora_bench.adapters.io import adapter_digest, check_adapter_file, read_adapter_config, read_adapter_metadata
-    from tlora_bench.train import TrainSpec
+
 
     path = Path(path)
     metadata = read_adapter_metadata(path)
@@ -92,10 +76,10 @@ def read_adapter_info(path: str | Path) -> AdapterInfo:
 
 def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[PromptItem]]:
     """The concept and every image to generate, in order; `options.prompts` keeps the first N templates."""
-    from tlora_bench.concepts import bundled_manifest, load_manifest
+    from tlora_bench.concepts.manifest import manifest_for
 
     spec = info.spec
-    manifest = load_manifest(spec.manifest) if spec.manifest else bundled_manifest()
+    manifest = manifest_for(spec.manifest)
     concept = manifest.get(spec.concept)
     base_seed = spec.seed if options.base_seed is None else options.base_seed
     items = prompt_items(concept, token=spec.token, base_seed=base_seed,

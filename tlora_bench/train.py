@@ -10,22 +10,19 @@ so a resumed run gives the same adapter as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from tlora_bench.devices import PRECISIONS
-from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import (
     atomic_write_bytes,
     atomic_write_text,
@@ -37,173 +34,10 @@ from tlora_bench.fileio import (
     write_error,
 )
 from tlora_bench.interrupts import safe_points, stop_asked, stop_if_asked
-from tlora_bench.limits import check_seed
-from tlora_bench.prompts import DEFAULT_TOKEN, check_token
+from tlora_bench.layout import ADAPTER_FILE, CHECKPOINT_FILE, LOG_FILE, SPEC_FILE
+from tlora_bench.specs import Recipe, TrainSpec, resolve_recipe
 
-ADAPTER_FILE = "adapter.safetensors"
-SPEC_FILE = "train_spec.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-LOG_FILE = "train_log.jsonl"
-OPTIMIZERS = ("adamw", "prodigy")
 TRAIN_PROMPT = "a photo of {token} {class_word}"  # docs/decisions.md section 3
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that decides a trained adapter. Two equal specs give the same adapter on the same setup."""
-
-    method: str  # a method label: "tlora", "tlora-64", "oft-32"
-    concept: str
-    model: str = "sdxl"
-    rank: int | None = None  # r for rank-sized methods whose label has no "-N" (None: the method default)
-    adapter: Mapping[str, Any] = field(default_factory=dict)  # adapter options: r_min, gamma, svd_source, ...
-    manifest: str | None = None  # a user manifest .toml; None: the bundled DreamBooth manifest
-    data_dir: str | None = None
-    model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
-    vae_path: str | None = None
-    revision: str | None = None
-    precision: str = "fp32"  # fp32 (the authors); bf16, fp16: base model in half precision, adapter and optimizer fp32
-    steps: int | None = None  # None: the method's default (docs/decisions.md section 3)
-    optimizer: str | None = None  # None: the backend's default (adamw; prodigy for FLUX)
-    lr: float | None = None  # None: the method's default (prodigy: 1.0)
-    weight_decay: float | None = None
-    batch_size: int = 1
-    max_grad_norm: float | None = 1.0  # as diffusers' DreamBooth LoRA scripts; None: no clipping
-    seed: int = 0
-    timestep_range: tuple[int, int] | None = None  # train on t in [low, high) only (paper Figure 2)
-    train_images: int = 1  # the first N images of the concept, the training image first (paper Table 4)
-    token: str = DEFAULT_TOKEN  # the paper's V*
-    checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
-    gradient_checkpointing: bool = False
-
-    def __post_init__(self) -> None:
-        from tlora_bench.concepts.manifest import refuse_data_dir_with_manifest
-
-        object.__setattr__(self, "adapter", MappingProxyType(dict(self.adapter)))
-        refuse_data_dir_with_manifest(self.manifest, self.data_dir)
-        if self.timestep_range is not None:
-            object.__setattr__(self, "timestep_range", tuple(self.timestep_range))
-            if len(self.timestep_range) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                        for v in self.timestep_range):
-                raise TloraBenchError(f"timestep range must be two integers low,high, got {self.timestep_range}")
-            low, high = self.timestep_range
-            if not 0 <= low < high <= 1000:
-                raise TloraBenchError(f"timestep range must be low,high with 0 <= low < high <= 1000, got {low},{high}")
-        for key in ("batch_size", "train_images", "seed", "checkpoint_every", "steps"):
-            value = getattr(self, key)
-            if not (value is None and key == "steps") and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TloraBenchError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
-        for key in ("batch_size", "train_images"):
-            if getattr(self, key) < 1:
-                raise TloraBenchError(f"{key} must be at least 1, got {getattr(self, key)}")
-        check_seed(self.seed, "seed")  # torch generators take 64 bits; the seed rule adds to it
-        if self.steps is not None and self.steps < 1:
-            raise TloraBenchError(f"steps must be at least 1, got {self.steps}")
-        if self.checkpoint_every < 0:
-            raise TloraBenchError(f"checkpoint_every must be 0 or more, got {self.checkpoint_every}")
-        _check_number("lr", self.lr, above_zero=True)
-        _check_number("weight_decay", self.weight_decay, above_zero=False)
-        _check_number("max_grad_norm", self.max_grad_norm, above_zero=False, note=" (0: no clipping)")
-        check_token(self.token)
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise unknown_name_error("optimizer", self.optimizer, OPTIMIZERS)
-        if self.precision not in PRECISIONS:
-            raise unknown_name_error("precision", self.precision, PRECISIONS)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["adapter"] = dict(self.adapter)
-        data["timestep_range"] = list(self.timestep_range) if self.timestep_range else None
-        return data
-
-    def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain values (process pools, Ray)
-        return (TrainSpec.from_dict, (self.to_dict(),))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TloraBenchError(f"unknown training option '{unknown[0]}'")
-        return cls(**data)
-
-
-def _check_number(key: str, value: Any, *, above_zero: bool, note: str = "") -> None:
-    """An optional optimizer value: a finite number, above 0 or at least 0 (torch checks these only once the
-    model has loaded, and lets infinity through)."""
-    if value is None:
-        return
-    bound = "above 0" if above_zero else "0 or more"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0 or (above_zero and value == 0):
-        raise TloraBenchError(f"{key} must be a finite number {bound}{note}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A spec resolved against the method and backend registries: the values the loop actually uses."""
-
-    label: str  # the method label with its size, e.g. "tlora-64"
-    adapter_config: Any  # AdapterConfig
-    steps: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    mergeable: bool
-
-
-def resolve_recipe(spec: TrainSpec, num_train_timesteps: int = 1000) -> Recipe:
-    """Method and backend defaults, overridden by the spec; every bad value is a one-line error here."""
-    from tlora_bench.adapters import make_config, parse_method
-    from tlora_bench.adapters.layer import DEFAULT_TARGETS
-    from tlora_bench.models import backend_spec
-
-    method, size = parse_method(spec.method)
-    backend = backend_spec(spec.model)
-    options = dict(spec.adapter)
-    _refuse_flag_options(spec, method, size, options)
-    label = spec.method
-    if size is None and spec.rank is not None:
-        if method.size_field != "r":
-            raise TloraBenchError(f"method '{method.name}' has no rank; give its size in the label "
-                                  f"(e.g. '{method.name}-32') instead of --rank")
-        label = f"{method.name}-{spec.rank}"
-    fields = method.config_fields()
-    if "num_train_timesteps" in fields:
-        options.setdefault("num_train_timesteps", num_train_timesteps)
-    if method.fixed.get("mask") and backend.default_r_min is not None:
-        options.setdefault("r_min", backend.default_r_min)
-    if backend.adapter_targets and "target_modules" not in options:
-        default = next(f.default for f in dataclasses.fields(method.config_cls) if f.name == "target_modules")
-        if tuple(default) == DEFAULT_TARGETS:  # SVDiff adapts every layer: it keeps its own default
-            options["target_modules"] = backend.adapter_targets
-    config = make_config(label, seed=spec.seed, **options)
-    optimizer = spec.optimizer or backend.optimizer
-    default_lr = 1.0 if optimizer == "prodigy" else method.lr  # Prodigy estimates the step size itself
-    return Recipe(label=label, adapter_config=config,
-                  steps=spec.steps or backend.default_steps.get(method.name, method.steps), optimizer=optimizer,
-                  lr=default_lr if spec.lr is None else spec.lr,
-                  weight_decay=method.weight_decay if spec.weight_decay is None else spec.weight_decay,
-                  mergeable=method.mergeable)
-
-
-def _refuse_flag_options(spec: TrainSpec, method, size: int | None, options: Mapping[str, Any]) -> None:
-    """Adapter options that a flag or the label sets are refused: two places for one value would disagree."""
-    if "seed" in options:
-        raise TloraBenchError("option 'seed' is the training seed (train --seed, a run's seeds), which also seeds "
-                              "the adapter init; drop the adapter option and set the training seed")
-    field = method.size_field
-    if field is None or field not in options:
-        return
-    given = f"option '{field}={options[field]}'"
-    if spec.rank is not None:
-        raise TloraBenchError(f"{given} and --rank {spec.rank} both set the rank; give it once, with --rank")
-    if size is not None:
-        raise TloraBenchError(f"{given} and the method label '{spec.method}' both set the size; give it once, in "
-                              "the label")
-    example = f"--rank {options[field]} or " if field == "r" else ""
-    raise TloraBenchError(f"{given} sets the size of '{method.name}'; give it with {example}the label "
-                          f"'{method.name}-{options[field]}' instead, so results are named by it")
 
 
 def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -287,10 +121,10 @@ def write_spec_file(out_dir: Path, spec: TrainSpec) -> None:
 def training_images(spec: TrainSpec) -> tuple[Any, list[Path]]:
     """The concept and the paths of its first `train_images` images, the training image first (a path that
     resolves outside the concept's folder, through a symlink, is refused)."""
-    from tlora_bench.concepts import bundled_manifest, load_manifest, resolve_data_root
-    from tlora_bench.concepts.manifest import contained
+    from tlora_bench.concepts import resolve_data_root
+    from tlora_bench.concepts.manifest import contained, manifest_for
 
-    manifest = load_manifest(spec.manifest) if spec.manifest else bundled_manifest()
+    manifest = manifest_for(spec.manifest)
     concept = manifest.get(spec.concept)
     root = None if spec.manifest else resolve_data_root(spec.data_dir, manifest.name)
     names = [concept.train_image, *[n for n in concept.images if n != concept.train_image]]
@@ -306,15 +140,6 @@ def check_training_images(image_paths: list[Path]) -> None:
 
     for path in image_paths:
         load_image(path)
-
-
-def check_size(spec: TrainSpec, recipe: Recipe) -> None:
-    """The adapter fits the model's layers (ranks, block counts), checked on its weightless skeleton."""
-    from tlora_bench.adapters.catalog import size_problem
-
-    problem = size_problem(spec.model, recipe.adapter_config)
-    if problem:
-        raise TloraBenchError(f"{recipe.label} on model '{spec.model}': {problem}")
 
 
 def _save_checkpoint(path: Path, step: int, model, optimizer, generator: torch.Generator) -> None:
@@ -379,14 +204,16 @@ class TrainingDiverged(TloraBenchError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "auto", progress: bool = True,
-          on_step: Callable[[dict], None] | None = None) -> TrainResult:
+def train(spec: TrainSpec, out_dir: str | Path, *, recipe: Recipe | None = None, backend=None, device: str = "auto",
+          progress: bool = True, on_step: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `spec` into `out_dir`, resuming from its checkpoint; returns at once if the adapter exists.
 
-    `backend`: an already loaded backend of `spec.model` (its denoiser is left as it was found).
+    `recipe`: the spec's recipe as a run's plan resolved it (None: resolved here). `backend`: an already loaded
+    backend of `spec.model` (its denoiser is left as it was found).
     """
     from tlora_bench.adapters import attach_adapters, detach_adapters
     from tlora_bench.models import is_tiny, load_backend
+    from tlora_bench.planner.sizes import check_size
     from tlora_bench.threads import adapt_cpu_threads
 
     adapt_cpu_threads(small=is_tiny(spec.model))  # one thread for a tiny model (tlora_bench/threads.py)
@@ -394,7 +221,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
     adapter_path = out_dir / ADAPTER_FILE
     concept, image_paths = training_images(spec)  # user errors before anything is written or loaded
     check_spec_file(out_dir, spec)
-    recipe = resolve_recipe(spec)
+    recipe = recipe or resolve_recipe(spec)
     if adapter_path.exists():
         check_finished_adapter(out_dir, spec)
         return TrainResult(out_dir, adapter_path, 0, 0, 0.0, already_done=True)
@@ -403,7 +230,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
     if backend is None:
         backend = load_backend(spec.model, source=spec.model_path, revision=spec.revision,
                                vae_source=spec.vae_path, precision=spec.precision, device=device)
-    recipe = resolve_recipe(spec, backend.num_train_timesteps)
+    _check_scheduler(spec, recipe, backend)
     model = backend.denoiser
     attach_adapters(model, recipe.adapter_config, dtype=torch.float32)  # adapter in fp32 in every precision
     try:
@@ -413,6 +240,15 @@ def train(spec: TrainSpec, out_dir: str | Path, *, backend=None, device: str = "
         backend.remove_timestep_hook()
         detach_adapters(model)
         model.eval()
+
+
+def _check_scheduler(spec: TrainSpec, recipe: Recipe, backend) -> None:
+    """The rank schedule's T is the backend spec's; a model folder whose scheduler has another T is refused."""
+    planned = getattr(recipe.adapter_config, "num_train_timesteps", backend.num_train_timesteps)
+    if planned != backend.num_train_timesteps:
+        raise TloraBenchError(f"model '{spec.model_path or spec.model}' has a scheduler with num_train_timesteps="
+                              f"{backend.num_train_timesteps}, the '{spec.model}' backend {planned}; register a "
+                              "backend for it")
 
 
 def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: list[Path], out_dir: Path,
@@ -482,7 +318,7 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
 
 def adapter_metadata(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: list[Path],
                      prompt: str) -> dict[str, Any]:
-    """What an adapter file records: how it was trained, on what, with what software (DESIGN.md)."""
+    """What an adapter file records: how it was trained, on what, with what software (docs/design.md)."""
     from tlora_bench.provenance import provenance
 
     return {"label": recipe.label, "concept": concept.id, "class_word": concept.class_word, "token": spec.token,

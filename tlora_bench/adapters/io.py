@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
 from tlora_bench import __version__
-from tlora_bench.adapters.layer import AdapterConfig, describe_type, fits_type
+from tlora_bench.adapters.config import AdapterConfig, describe_type, fits_type
 from tlora_bench.adapters.model import adapter_config, adapter_layers, attach_adapters, detach_adapters
 from tlora_bench.adapters.registry import METHODS
 from tlora_bench.errors import TloraBenchError

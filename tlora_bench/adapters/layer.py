@@ -1,102 +1,36 @@
-"""What every adapter method shares: a serialisable config and a layer that wraps a frozen base layer.
+"""What every adapter layer shares: it wraps a frozen base layer and never changes its weight.
 
-A method subclasses `AdapterConfig` (its hyperparameters, each documented with the paper's symbol) and
-`AdapterLayer` (its forward pass and its merged weight). Merging never touches the base weight: the layer
-keeps the merged weight beside it and uses it until `unmerge()`.
+A method subclasses `AdapterLayer` (its forward pass and its merged weight). Merging never touches the base
+weight: the layer keeps the merged weight beside it and uses it until `unmerge()`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import math
-import typing
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlora_bench.adapters.config import AdapterConfig, LayerShape
 from tlora_bench.adapters.timestep import TimestepState
-from tlora_bench.errors import TloraBenchError, did_you_mean
+from tlora_bench.errors import TloraBenchError
 
-# docs/decisions.md section 1: the four projections of every attention module.
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """Fields every method has. `method` is the registry name the config was made for."""
-
-    method: str
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # module names (or dotted suffixes) to adapt
-    seed: int = 0  # seeds every random init, per layer, so an init is reproducible
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        """Rebuild a config; unknown keys, and values of the wrong type, are an error that names them (a file from
-        another version, a word where a number belongs in `--option`)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in fields:
-                raise TloraBenchError(f"unknown {cls.__name__} key '{key}'{did_you_mean(key, fields)}")
-        hints = typing.get_type_hints(cls)
-        values = {key: _typed_value(key, value, hints[key]) for key, value in data.items()}
-        return cls(**values)
+_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm)
 
 
-def _typed_value(key: str, value: Any, hint: Any) -> Any:
-    """`value` checked against a config field's type; a list field takes a comma-separated string ("to_q,to_k",
-    as `--option` gives it), never its characters."""
-    is_list = typing.get_origin(hint) is tuple
-    if is_list and isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if is_list and isinstance(value, tuple):
-        value = list(value)
-    if not fits_type(value, hint):
-        text = " ".join(repr(value).split())
-        raise TloraBenchError(f"option '{key}' must be {describe_type(hint)}, got {type(value).__name__} "
-                              f"{text if len(text) <= 60 else text[:60] + '...'}")
-    return tuple(value) if is_list else value
+def layer_shape(name: str, module: nn.Module) -> LayerShape:
+    """The size checks' view of a module (`AdapterConfig.layer_problem`): a subclass of a torch layer (diffusers
+    has some) counts as that layer; a norm without an affine weight has no shape."""
+    kind = next((k.__name__ for k in _KINDS if isinstance(module, k)), type(module).__name__)
+    weight = getattr(module, "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
+    return LayerShape(name, kind, shape)
 
 
-def fits_type(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a config field's type (int, float, bool, str, tuple[str, ...], X | None); a
-    float must be finite (no config value means anything at NaN or infinity)."""
-    args = typing.get_args(hint)
-    if type(None) in args:
-        return value is None or any(fits_type(value, a) for a in args if a is not type(None))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, list) and all(fits_type(v, args[0]) for v in value)
-    return True  # a type this check does not know: the config class checks it
-
-
-def describe_type(hint: Any) -> str:
-    args = typing.get_args(hint)
-    if type(None) in args:
-        return " or ".join([describe_type(a) for a in args if a is not type(None)] + ["null"])
-    if typing.get_origin(hint) is tuple:
-        return "a list of " + {int: "integers", str: "strings"}.get(args[0], str(args[0]))
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(hint, str(hint))
-
-
-def layer_seed(seed: int, layer_name: str) -> int:
-    """A per-layer seed that depends on the layer's name, not on the order layers are visited."""
-    digest = hashlib.sha256(f"{seed}:{layer_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+def layer_table(model: nn.Module) -> list[LayerShape]:
+    """Every module of `model` (the root excluded) as size checks see it, in model order."""
+    return [layer_shape(name, module) for name, module in model.named_modules() if name]
 
 
 class AdapterLayer(nn.Module):
@@ -114,6 +48,9 @@ class AdapterLayer(nn.Module):
         """`state` carries the current timesteps (shared by a model's layers); `init=False` leaves the
         adapter tensors uninitialised for a load to fill; `dtype` is the adapter tensors' dtype."""
         super().__init__()
+        problem = config.layer_problem(layer_shape(name, base_layer))  # before any tensor of its size exists
+        if problem:
+            raise TloraBenchError(problem)
         self.base_layer = base_layer.requires_grad_(False)
         self.config = config
         self.name = name

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
+from tlora_bench.adapters.config import AdapterConfig
+from tlora_bench.adapters.layer import AdapterLayer, layer_table
 from tlora_bench.adapters.registry import METHODS
 from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError
@@ -32,7 +33,7 @@ def attach_adapters(model: nn.Module, config: AdapterConfig, *, init: bool = Tru
         raise TloraBenchError(f"{type(model).__name__} already has a '{getattr(model, CONFIG_ATTR).method}' "
                               "adapter; detach_adapters(model) first")
     spec = METHODS.get(config.method)
-    targets = spec.find_targets(model, config)
+    targets = [(layer.name, model.get_submodule(layer.name)) for layer in spec.find_targets(layer_table(model), config)]
     if not targets:
         raise TloraBenchError(f"no module of {type(model).__name__} matches target_modules "
                               f"{list(config.target_modules)}; check the module names")

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from tlora_bench.adapters.io import read_adapter_config, read_adapter_tensors
+from tlora_bench.adapters.registry import low_rank_methods
 from tlora_bench.errors import TloraBenchError
-
-LOW_RANK_METHODS = ("lora", "vanilla-tlora", "ortho-lora", "tlora")
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ def effective_rank(singular_values: torch.Tensor, energy: float = 0.95) -> int:
 def adapter_ranks(path: str | os.PathLike, energy: float = 0.95) -> list[LayerRank]:
     """Per-layer singular values and effective rank of B for an adapter file."""
     config = read_adapter_config(path)
-    if config.method not in LOW_RANK_METHODS:
-        raise TloraBenchError(f"effective rank applies to low-rank methods ({', '.join(LOW_RANK_METHODS)}), "
+    if config.method not in low_rank_methods():
+        raise TloraBenchError(f"effective rank applies to low-rank methods ({', '.join(low_rank_methods())}), "
                               f"not '{config.method}'")
     tensors = read_adapter_tensors(path)
     rows = []

@@ -140,17 +140,3 @@ def install_timestep_hook(model: nn.Module, argument: str = "timestep",
 def sigma_to_timestep(sigma: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
     """FLUX: the scheduler's timestep for r(t) is sigma x T (docs/decisions.md section 1)."""
     return sigma * num_train_timesteps
-
-
-def check_rank_bounds(r: int, r_min: int | None) -> int:
-    """Validate r and r_min; return r_min (default r // 2, the paper's choice, at least 1)."""
-    if not isinstance(r, int) or r < 1:
-        raise TloraBenchError(f"rank r must be a positive integer, got {r!r}")
-    r_min = max(1, r // 2) if r_min is None else r_min
-    if r_min < 1:
-        raise TloraBenchError(f"r_min must be at least 1, got {r_min}")
-    if r < r_min:
-        raise TloraBenchError(f"rank r={r} is smaller than r_min={r_min}; choose r >= r_min")
-    return r_min
-
-

@@ -297,10 +297,19 @@ def bundled_manifest() -> Manifest:
         return load_manifest(path, user=False)
 
 
+def manifest_for(path: str | Path | None) -> Manifest:
+    """A user manifest file, or (None) the bundled DreamBooth manifest: the one place that chooses."""
+    return load_manifest(path) if path else bundled_manifest()
+
+
+def manifest_path_of(spec: str | None) -> str | None:
+    """The user manifest a --concepts value names (a path ending in .toml), or None: set names or ids of the
+    bundled manifest. The one place that tells them apart."""
+    return spec if spec and spec.endswith(".toml") else None
+
+
 def select_concepts(spec: str | None = None) -> tuple[Manifest, list[Concept]]:
     """Resolve a --concepts value: a path to a user manifest (.toml), or set names / ids of the bundled one."""
-    if spec and spec.endswith(".toml"):
-        manifest = load_manifest(spec)
-        return manifest, manifest.select(None)
-    manifest = bundled_manifest()
-    return manifest, manifest.select(spec)
+    path = manifest_path_of(spec)
+    manifest = manifest_for(path)
+    return manifest, manifest.select(None if path else spec)

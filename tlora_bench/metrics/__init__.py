@@ -1,34 +1,37 @@
 """Evaluation (docs/decisions.md section 5): feature extractors, segmenters, IS / DINO-IS / TS, aggregation.
 
-Heavy libraries (open_clip, timm, transformers, OpenCV) are imported when a model is loaded, not here.
+Importing the package loads nothing heavy: each name below is imported from its module on first use (PEP 562),
+so the metric registry and the model names are readable without torch, and `from tlora_bench.metrics import
+evaluate_folder` still works. Heavy libraries (open_clip, timm, transformers, OpenCV) load with a model.
 """
 
-from tlora_bench.metrics.aggregate import METRICS, bootstrap_ci, per_concept, per_method, per_prompt
-from tlora_bench.metrics.cache import FeatureCache, feature_key
-from tlora_bench.metrics.evaluate import EvalOptions, EvalResult, evaluate_folder, format_summary
-from tlora_bench.metrics.extractors import EXTRACTORS, Extractor, load_extractor
-from tlora_bench.metrics.features import FeatureBank, ImageRef
-from tlora_bench.metrics.layout import (
-    INDEX_FILE,
-    ImageRecord,
-    IndexedFolder,
-    find_indexed_folders,
-    read_images_index,
-    write_images_index,
-)
-from tlora_bench.metrics.scores import (
-    cosine_matrix,
-    image_similarity,
-    per_image_similarity,
-    text_similarity,
-    ts_texts,
-)
-from tlora_bench.metrics.segmenters import SEGMENTERS, apply_mask, load_segmenter, mask_iou
+from __future__ import annotations
 
-__all__ = [
-    "EXTRACTORS", "INDEX_FILE", "METRICS", "SEGMENTERS", "EvalOptions", "EvalResult", "Extractor", "FeatureBank",
-    "FeatureCache", "ImageRecord", "ImageRef", "IndexedFolder", "apply_mask", "bootstrap_ci", "cosine_matrix",
-    "evaluate_folder", "feature_key", "find_indexed_folders", "format_summary", "image_similarity",
-    "load_extractor", "load_segmenter", "mask_iou", "per_concept", "per_image_similarity", "per_method",
-    "per_prompt", "read_images_index", "text_similarity", "ts_texts", "write_images_index",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "aggregate": ("METRICS", "bootstrap_ci", "per_concept", "per_method", "per_prompt"),
+    "cache": ("FeatureCache", "feature_key"),
+    "evaluate": ("EvalOptions", "EvalResult", "evaluate_folder", "format_summary"),
+    "extractors": ("EXTRACTORS", "Extractor", "load_extractor"),
+    "features": ("FeatureBank", "ImageRef"),
+    "names": ("CLIP_EXTRACTOR", "SEGMENTERS", "dino_names", "segmenter_names"),
+    "registry": ("Metric", "MetricInput", "PaperColumn", "get_metric", "metric_names", "register_metric"),
+    "scores": ("cosine_matrix", "image_similarity", "per_image_similarity", "text_similarity", "ts_texts"),
+    "segmenters": ("apply_mask", "load_segmenter", "mask_iou"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:  # AttributeError lets `from tlora_bench.metrics import weights` import the submodule
+        raise AttributeError(f"module 'tlora_bench.metrics' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"tlora_bench.metrics.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

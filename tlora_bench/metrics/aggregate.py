@@ -3,19 +3,20 @@
 docs/decisions.md section 5, Aggregation: a prompt's score is the mean over its images; a concept's IS and DINO-IS
 are its base prompt's (the real x generated matrix mean), its TS the mean over its contextual prompts (every
 template but the base one, each prompt weighted equally); a method's score is the mean over concepts.
-Decision: a 95% percentile bootstrap interval over concepts, resampled with replacement.
+Decision: a 95% percentile bootstrap interval over concepts, resampled with replacement. Which metrics there are,
+and which of the two concept rules each follows (its `aggregation`), is the metric registry's (registry.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-IS_METRICS = ("is", "is_masked", "dino_is", "dino_is_masked")  # base prompt only
-TS_METRICS = ("ts", "ts_class_kept")  # every prompt; contextual prompts make a concept's TS
-METRICS = IS_METRICS + TS_METRICS
+from tlora_bench.metrics.registry import metric_names, metrics
+
 METHOD_KEYS = ["method_label", "method", "rank"]
 CONCEPT_KEYS = [*METHOD_KEYS, "concept"]
 PROMPT_KEYS = [*CONCEPT_KEYS, "template"]
@@ -42,7 +43,7 @@ def bootstrap_ci(values: Sequence[float], n_resamples: int = 1000, seed: int = 0
 def per_prompt(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, concept, template): the mean of each score over the prompt's images."""
     grouped = scores.groupby(PROMPT_KEYS, dropna=False, sort=True)
-    table = grouped[list(METRICS)].mean()
+    table = grouped[metric_names()].mean()
     table["n_images"] = grouped.size()
     table["gen_mask_fallbacks"] = grouped["gen_mask_fallback"].sum().astype(int)
     for column in ("class_word", "prompt_kind", "n_real", "real_mask_fallbacks"):
@@ -51,17 +52,19 @@ def per_prompt(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_concept(prompts: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, concept): IS family from the base prompt, TS family over contextual prompts."""
+    """One row per (method, concept): "base" metrics (IS family) from the base prompt, "contextual" ones (TS
+    family) the mean over contextual prompts."""
     rows = []
     for keys, group in prompts.groupby(CONCEPT_KEYS, dropna=False, sort=True):
         base = group[group["prompt_kind"] == "base"]
         contextual = group[group["prompt_kind"] == "contextual"]
         row = dict(zip(CONCEPT_KEYS, keys, strict=True))
         row["class_word"] = group["class_word"].iloc[0]
-        for metric in IS_METRICS:
-            row[metric] = float(base[metric].iloc[0]) if len(base) else float("nan")
-        for metric in TS_METRICS:
-            row[metric] = float(contextual[metric].mean()) if len(contextual) else float("nan")
+        for metric in metrics():
+            if metric.aggregation == "base":
+                row[metric.name] = float(base[metric.name].iloc[0]) if len(base) else float("nan")
+            else:
+                row[metric.name] = float(contextual[metric.name].mean()) if len(contextual) else float("nan")
         row["n_base_images"] = int(base["n_images"].sum())
         row["n_ts_prompts"] = int(contextual["ts"].notna().sum())
         row["n_real"] = int(group["n_real"].iloc[0])
@@ -76,7 +79,7 @@ def per_method(concepts: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, l
     rows = []
     for keys, group in concepts.groupby(METHOD_KEYS, dropna=False, sort=True):
         group = group.sort_values("concept")  # a fixed order, so the resampling is paired across methods
-        for metric in METRICS:
+        for metric in metric_names():
             values = group[metric].dropna().to_numpy()
             low, high = bootstrap_ci(values, n_resamples, seed, level)
             rows.append({**dict(zip(METHOD_KEYS, keys, strict=True)), "metric": metric,
@@ -84,3 +87,12 @@ def per_method(concepts: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, l
                          "ci_low": low, "ci_high": high, "n_concepts": int(values.size),
                          "ci_level": level, "bootstrap_resamples": n_resamples, "bootstrap_seed": seed})
     return pd.DataFrame(rows)
+
+
+def __getattr__(name: str) -> Any:
+    """IS_METRICS ("base" aggregation), TS_METRICS ("contextual") and METRICS (all), read from the registry on
+    each access (PEP 562), so that a metric registered after this import is in them."""
+    lists = {"IS_METRICS": "base", "TS_METRICS": "contextual", "METRICS": None}
+    if name not in lists:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return tuple(metric_names(lists[name]))

@@ -7,6 +7,7 @@ per prompt, concept and method -> write Parquet/CSV files and evaluation.json (l
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections import Counter
@@ -17,40 +18,41 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from tlora_bench.concepts.manifest import Concept, Manifest
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, check_writable
+from tlora_bench.layout import (
+    EVALUATION_DIR,
+    EVALUATION_FILE,
+    PER_METHOD_FILE,
+    ImageRecord,
+    IndexedFolder,
+    find_indexed_folders,
+)
 from tlora_bench.limits import check_bootstrap, check_seed
 from tlora_bench.metrics import aggregate
 from tlora_bench.metrics.cache import CACHE_DIRNAME, FeatureCache
-from tlora_bench.metrics.extractors import (
-    CLIP_EXTRACTOR,
-    DEFAULT_DINO,
-    DINO_EXTRACTORS,
-    EXTRACTORS,
-    load_extractor,
-    resolve_device,
-    resolve_dtype,
-)
-from tlora_bench.metrics.features import FeatureBank, ImageRef
-from tlora_bench.metrics.layout import IndexedFolder, find_indexed_folders
+from tlora_bench.metrics.extractors import EXTRACTORS, load_extractor, resolve_device, resolve_dtype
+from tlora_bench.metrics.features import FeatureBank, ImageRef, read_image
+from tlora_bench.metrics.names import CLIP_EXTRACTOR, DEFAULT_DINO, DEFAULT_SEGMENTER, DINO_EXTRACTORS
+from tlora_bench.metrics.registry import MetricInput, hook_metrics, metric_names, metrics
 from tlora_bench.metrics.scores import TS_HEADLINE, TS_VARIANTS, per_image_similarity, text_similarity, ts_texts
 from tlora_bench.metrics.segmenters import (
-    DEFAULT_SEGMENTER,
     MASK_FILL_NAME,
     SEGMENTERS,
     load_segmenter,
     sibling_mask_file,
 )
-from tlora_bench.prompts import base_template
+from tlora_bench.prompts import base_template, format_prompt, subject_phrase
 from tlora_bench.provenance import device_info, package_version, software
 
 REAL_SETS = ("all", "train")
 SEGMENTER_WEIGHTS = ("grounding-dino", "sam")
-DEFAULT_OUT = "evaluation"  # DIR/evaluation unless --out says otherwise
-OUTPUT_FILES = ("scores.parquet", "scores.csv", "per_prompt.csv", "per_concept.csv", "per_method.csv",
-                "evaluation.json")
+OUTPUT_FILES = ("scores.parquet", "scores.csv", "per_prompt.csv", "per_concept.csv", PER_METHOD_FILE, EVALUATION_FILE)
+# The built-in TS metrics and the text variant each scores (docs/decisions.md section 5.4).
+TS_METRIC_VARIANTS = {"ts": TS_HEADLINE, "ts_class_kept": "class_kept"}
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class _RealSet:
     n_real: int
     mask_fallbacks: int
     n_listed: int = 0  # real images asked for; n_listed - n_real could not be read
+    images: tuple[Image.Image, ...] = ()  # the readable ones, RGB, read only when a metric has a score hook
 
 
 class _Scorer:
@@ -165,8 +168,11 @@ class _Scorer:
                 for path in paths]
         features, fallback = self._embed_all(refs)
         ok = ~np.isnan(features["is"]).any(axis=1)
+        # Read once per concept, not per generated image; only score hooks need the pixels.
+        images = _read_images([ref.path for ref, good in zip(refs, ok, strict=True) if good]) \
+            if hook_metrics() else ()
         return _RealSet({k: v[ok] for k, v in features.items()}, int(ok.sum()), int(fallback[ok].sum()),
-                        len(refs))
+                        len(refs), images)
 
     def text_features(self, texts: list[str]) -> dict[str, np.ndarray]:
         missing = sorted({t for t in texts if t not in self._texts})
@@ -184,22 +190,16 @@ class _Scorer:
         clip_all = self.bank.features(self.clip, refs, masked=False)[0]
         base = base_template()
         readable = ~np.isnan(clip_all).any(axis=1)
-        base_rows = [i for i, r in enumerate(records) if r.template == base and readable[i]]
-        similarity: dict[str, np.ndarray] = {m: np.full(len(records), np.nan) for m in aggregate.IS_METRICS}
-        fallback = np.zeros(len(records), dtype=bool)
-        if base_rows and real.n_real:
-            generated, flags = self._embed_all([refs[i] for i in base_rows], clip_all[base_rows])
-            fallback[base_rows] = flags
-            for metric in aggregate.IS_METRICS:
-                similarity[metric][base_rows] = per_image_similarity(real.features[metric], generated[metric])
+        similarity, fallback = self._image_similarity(records, refs, clip_all, readable, real)
         variants = {r.template: ts_texts(r.template, concept.class_word) for r in records}
         texts = self.text_features([v[name] for v in variants.values() for name in TS_VARIANTS])
         rows = []
         for i, record in enumerate(records):
             if not readable[i]:
                 continue  # unreadable: already reported by the feature bank
-            ts = {name: float(text_similarity(texts[variants[record.template][name]], clip_all[i:i + 1])[0])
-                  for name in TS_VARIANTS}
+            ts = {metric: float(text_similarity(texts[variants[record.template][name]], clip_all[i:i + 1])[0])
+                  for metric, name in TS_METRIC_VARIANTS.items()}
+            builtin = {**{metric: float(values[i]) for metric, values in similarity.items()}, **ts}
             rows.append({
                 "concept": concept.id, "class_word": concept.class_word, "method_label": indexed.method_label,
                 "method": record.method or indexed.method_label, "rank": record.rank, "template": record.template,
@@ -207,8 +207,7 @@ class _Scorer:
                 "image_index": record.image_index, "seed": record.seed,
                 "file": (indexed.folder / record.file).relative_to(images_dir).as_posix(),
                 "file_sha256": self.bank.file_sha256(refs[i].path),
-                **{metric: float(similarity[metric][i]) for metric in aggregate.IS_METRICS},
-                "ts": ts[TS_HEADLINE], "ts_class_kept": ts["class_kept"],
+                **_metric_scores(builtin, functools.partial(_hook_input, refs[i].path, record, concept, real)),
                 "ts_text": variants[record.template][TS_HEADLINE],
                 "ts_text_class_kept": variants[record.template]["class_kept"],
                 "gen_mask_fallback": bool(fallback[i]), "n_real": real.n_real,
@@ -216,8 +215,23 @@ class _Scorer:
             })
         return rows
 
+    def _image_similarity(self, records: tuple[ImageRecord, ...], refs: list[ImageRef], clip_all: np.ndarray,
+                          readable: np.ndarray, real: _RealSet) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each image metric of every record (NaN but for readable base-prompt images), and mask fallbacks."""
+        base = base_template()
+        base_rows = [i for i, r in enumerate(records) if r.template == base and readable[i]]
+        similarity = {name: np.full(len(records), np.nan) for name in real.features}
+        fallback = np.zeros(len(records), dtype=bool)
+        if base_rows and real.n_real:
+            generated, flags = self._embed_all([refs[i] for i in base_rows], clip_all[base_rows])
+            fallback[base_rows] = flags
+            for name in similarity:
+                similarity[name][base_rows] = per_image_similarity(real.features[name], generated[name])
+        return similarity, fallback
+
     def provenance(self, manifest: Manifest) -> dict[str, Any]:
         segmenter = self.options.segmenter
+        hooks = hook_metrics()
         return {
             **software(), "opencv_version": package_version("opencv-python-headless", "opencv-python"),
             **device_info(self.device), "dtype": self.options.dtype,
@@ -229,7 +243,30 @@ class _Scorer:
             "mask_fill": MASK_FILL_NAME, "real_set": self.options.real_set,
             "ts_headline": TS_HEADLINE, "ts_variants": ",".join(TS_VARIANTS),
             "manifest": manifest.name, "base_template": base_template(),
+            # Only with score hooks, so the columns of a built-in evaluation stay as they were.
+            **({"metric_hooks": ",".join(f"{m.name}={m.hook_name}" for m in hooks)} if hooks else {}),
         }
+
+
+def _read_images(paths: list[Path]) -> tuple[Image.Image, ...]:
+    """The images that can be read (the feature bank has already reported those that cannot)."""
+    return tuple(image for image in map(read_image, paths) if not isinstance(image, str))
+
+
+def _hook_input(path: Path, record: ImageRecord, concept: Concept, real: _RealSet) -> MetricInput:
+    image = read_image(path)
+    if isinstance(image, str):  # its features came from the cache, but the file no longer decodes
+        raise TloraBenchError(f"cannot read image '{path}' ({image}) for the metrics with a score hook; "
+                              "restore it and evaluate again")
+    prompt = record.prompt or format_prompt(record.template, subject_phrase(concept))
+    return MetricInput(image, path, prompt, record.template, concept, real.images)
+
+
+def _metric_scores(builtin: Mapping[str, float], item: Callable[[], MetricInput]) -> dict[str, float]:
+    """Every registered metric's score of one image, in registry order: built-ins from `builtin`, the others
+    from their score hook (the image is read once, and only if a hook needs it)."""
+    given = item() if hook_metrics() else None
+    return {m.name: builtin[m.name] if m.builtin or given is None else m.compute(given) for m in metrics()}
 
 
 def _write_outputs(result: EvalResult, images_dir: Path) -> None:
@@ -245,11 +282,20 @@ def _write_outputs(result: EvalResult, images_dir: Path) -> None:
                "n_real_listed": result.n_real_listed, "n_real_unreadable": result.n_real_unreadable,
                "problems": result.problems, "unreadable_files": result.unreadable_files,
                "provenance": result.provenance, "files": list(OUTPUT_FILES)}
-    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")  # last: the done marker
+    atomic_write_text(out / EVALUATION_FILE, json.dumps(summary, indent=2) + "\n")  # last: the done marker
 
 
 def _with_provenance(table: pd.DataFrame, provenance: dict[str, Any]) -> pd.DataFrame:
     return table.assign(**provenance)
+
+
+def _checked_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance columns go into every table: a metric of the same name would be overwritten by one."""
+    clash = [name for name in metric_names() if name in provenance]
+    if clash:
+        raise TloraBenchError(f"metric '{clash[0]}' has the name of a provenance column; register it under "
+                              "another name")
+    return provenance
 
 
 def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Path | None,
@@ -264,15 +310,17 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
 
     options = options or EvalOptions()
     options.check()
+    for metric in hook_metrics():
+        metric.scorer()  # a hook that cannot be imported fails now, before any model loads
     adapt_cpu_threads(small=options.tiny_models)  # one thread for tiny extractors (tlora_bench/threads.py)
     images_dir = Path(images_dir)
-    out_dir = Path(out_dir) if out_dir else images_dir / DEFAULT_OUT
+    out_dir = Path(out_dir) if out_dir else images_dir / EVALUATION_DIR
     folders = find_indexed_folders(images_dir, skip=[out_dir])
     # Each resample draws one value per concept of a method: their number bounds how many fit in memory.
     check_bootstrap(options.bootstrap, "--bootstrap", max(Counter(f.method_label for f in folders).values(), default=1))
     check_writable(out_dir / CACHE_DIRNAME)  # before any model loads, and before the old results are let go
     # Old results must not look finished if this run stops half-way: evaluation.json is the done marker.
-    (out_dir / "evaluation.json").unlink(missing_ok=True)
+    (out_dir / EVALUATION_FILE).unlink(missing_ok=True)
     concepts = {f.concept_id: manifest.get(f.concept_id) for f in folders}
     problems: list[str] = []
 
@@ -282,6 +330,7 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
             on_problem(message)
 
     scorer = _Scorer(options, out_dir, report)
+    provenance = _checked_provenance(scorer.provenance(manifest))
     rows: list[dict] = []
     n_real_listed = n_real_read = 0
     for concept_id in sorted(concepts):
@@ -295,7 +344,6 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     if not rows:
         first = f" (first problem: {problems[0]})" if problems else ""
         raise TloraBenchError(f"no generated image under '{images_dir}' could be scored{first}")
-    provenance = scorer.provenance(manifest)
     scores = pd.DataFrame(rows)
     scores["rank"] = scores["rank"].astype("Int64")
     scores["seed"] = scores["seed"].astype("Int64")
@@ -354,14 +402,15 @@ def format_summary(result: EvalResult) -> str:
     """A plain-text table of per-method means with their intervals, for the terminal."""
     table = result.per_method
     lines = []
-    header = f"{'method':<24} {'rank':>5}  " + "  ".join(f"{m:<22}" for m in aggregate.METRICS) + "  concepts"
+    names = metric_names()
+    header = f"{'method':<24} {'rank':>5}  " + "  ".join(f"{m:<22}" for m in names) + "  concepts"
     lines.append(header)
     for keys, group in table.groupby(aggregate.METHOD_KEYS, dropna=False, sort=True):
         label, _, rank = keys
         cells = {row["metric"]: _format_cell(row) for _, row in group.iterrows()}
         n = int(group["n_concepts"].max())
         rank_text = "-" if pd.isna(rank) else str(int(rank))
-        lines.append(f"{label:<24} {rank_text:>5}  " + "  ".join(f"{cells[m]:<22}" for m in aggregate.METRICS)
+        lines.append(f"{label:<24} {rank_text:>5}  " + "  ".join(f"{cells[m]:<22}" for m in names)
                      + f"  {n}")
     level = round(float(table["ci_level"].iloc[0]) * 100)
     lines.append(f"mean [{level}% bootstrap interval over concepts]; headline TS: prompt without the class word")

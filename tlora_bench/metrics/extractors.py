@@ -24,6 +24,7 @@ from PIL import Image
 from tlora_bench.devices import DTYPES, resolve_device, resolve_dtype
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.hub import offline_when_unreachable
+from tlora_bench.metrics.names import CLIP_EXTRACTOR, DINO_EXTRACTORS
 from tlora_bench.registry import Registry
 
 TINY_SEED = 0
@@ -58,19 +59,23 @@ class ExtractorSpec:
 
 
 EXTRACTORS: Registry[ExtractorSpec] = Registry("feature extractor")
-EXTRACTORS.register("clip-vit-b-32", ExtractorSpec(
-    "clip-vit-b-32", "open_clip", "ViT-B-32", "timm/vit_base_patch32_clip_224.openai", pretrained="openai",
-    description="CLIP ViT-B/32, OpenAI weights (IS, TS)"))
-EXTRACTORS.register("dino-vits16", ExtractorSpec(
-    "dino-vits16", "timm", "vit_small_patch16_224.dino", "timm/vit_small_patch16_224.dino",
-    description="DINO v1 ViT-S/16 (DINO-IS; the paper's citation, docs/decisions.md section 5 Decision)"))
-EXTRACTORS.register("dinov2-vits14", ExtractorSpec(
-    "dinov2-vits14", "timm", "vit_small_patch14_dinov2.lvd142m", "timm/vit_small_patch14_dinov2.lvd142m",
-    model_args={"img_size": DINO_CROP}, description="DINOv2 ViT-S/14 (DINO-IS as the authors' evaluator)"))
 
-CLIP_EXTRACTOR = "clip-vit-b-32"
-DINO_EXTRACTORS = ("dino-vits16", "dinov2-vits14")
-DEFAULT_DINO = "dino-vits16"
+
+def _register(spec: ExtractorSpec) -> None:
+    EXTRACTORS.register(spec.name, spec)
+
+
+# The names come from names.py, which config checks read without importing torch.
+_DINO_V1, _DINO_V2 = DINO_EXTRACTORS
+_register(ExtractorSpec(
+    CLIP_EXTRACTOR, "open_clip", "ViT-B-32", "timm/vit_base_patch32_clip_224.openai", pretrained="openai",
+    description="CLIP ViT-B/32, OpenAI weights (IS, TS)"))
+_register(ExtractorSpec(
+    _DINO_V1, "timm", "vit_small_patch16_224.dino", "timm/vit_small_patch16_224.dino",
+    description="DINO v1 ViT-S/16 (DINO-IS; the paper's citation, docs/decisions.md section 5 Decision)"))
+_register(ExtractorSpec(
+    _DINO_V2, "timm", "vit_small_patch14_dinov2.lvd142m", "timm/vit_small_patch14_dinov2.lvd142m",
+    model_args={"img_size": DINO_CROP}, description="DINOv2 ViT-S/14 (DINO-IS as the authors' evaluator)"))
 
 
 # Loggers of the libraries that load extractor weights; their records are dropped while a model loads.

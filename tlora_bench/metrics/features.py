@@ -18,7 +18,7 @@ from tlora_bench.metrics.extractors import Extractor
 from tlora_bench.metrics.segmenters import Segmenter, apply_mask
 
 
-def _read_image(path: Path) -> Image.Image | str:
+def read_image(path: Path) -> Image.Image | str:
     """The image as RGB, or the reason it cannot be read (a generated file may be truncated or missing)."""
     try:
         with Image.open(path) as image:
@@ -103,7 +103,7 @@ class FeatureBank:
 
     def _prepare(self, ref: ImageRef, masked: bool, mask_id: str, sha: str) -> tuple[Image.Image, bool] | None:
         """Load (and mask) one image; None when it cannot be read. The flag says the mask came back empty."""
-        image = _read_image(ref.path)
+        image = read_image(ref.path)
         if isinstance(image, str):
             self._problem(ref.path, f"cannot read image '{ref.path}' ({image}); it was not scored")
             return None

@@ -7,7 +7,7 @@ maps (RGB image, class word) to a boolean (H, W) mask, True = object; an empty m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from tlora_bench.concepts.manifest import MASK_SUFFIX
-from tlora_bench.registry import Registry
+from tlora_bench.metrics.names import SEGMENTERS
+from tlora_bench.registry import resolve_object
 
 MASK_FILL = (0, 0, 0)  # black (docs/decisions.md section 5, Decision)
 MASK_FILL_NAME = "black"
@@ -127,16 +128,21 @@ def _grounded_sam(weights: Mapping[str, str], device, dtype) -> Segmenter:
                                      device=device, dtype=dtype)
 
 
-# name -> factory(weights, device, dtype); weights maps "grounding-dino" / "sam" to a local copy or hub id.
-SEGMENTERS: Registry[Callable[..., Segmenter]] = Registry("segmenter")
-SEGMENTERS.register("grabcut", lambda weights, device, dtype: GrabCutSegmenter())
-SEGMENTERS.register("provided", lambda weights, device, dtype: ProvidedSegmenter())
-SEGMENTERS.register("grounded-sam", _grounded_sam)
-SEGMENTERS.register("none", lambda weights, device, dtype: NoneSegmenter())
-DEFAULT_SEGMENTER = "grabcut"  # every run; choose grounded-sam (GPU runs, hub weights) with --segmenter
+def _grabcut(weights: Mapping[str, str], device, dtype) -> Segmenter:
+    return GrabCutSegmenter()
+
+
+def _provided(weights: Mapping[str, str], device, dtype) -> Segmenter:
+    return ProvidedSegmenter()
+
+
+def _none(weights: Mapping[str, str], device, dtype) -> Segmenter:
+    return NoneSegmenter()
 
 
 def load_segmenter(name: str, *, weights: Mapping[str, str] | None = None, device: str = "cpu",
                    dtype: str = "fp32") -> Segmenter:
-    """Build a registered segmenter; unknown names get a did-you-mean error."""
-    return SEGMENTERS.get(name)(dict(weights or {}), device, dtype)
+    """Build a registered segmenter (`SEGMENTERS`, tlora_bench/metrics/names.py); unknown names get a did-you-mean
+    error."""
+    factory = resolve_object(SEGMENTERS.get(name), f"segmenter '{name}'")
+    return factory(dict(weights or {}), device, dtype)

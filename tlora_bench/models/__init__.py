@@ -1,16 +1,22 @@
 """Model backends, registered by name: `RunConfig.model` and `--model` are checked against `BACKENDS`.
 
-Specs are plain data, so listing and validating names imports no model code; `load_backend` imports the
-backend's module and loads its weights (from the hub id, a local folder, or, for tiny models, a folder
+Specs are plain data, so listing and validating names imports no model code (no torch); `load_backend` imports
+the backend's module and loads its weights (from the hub id, a local folder, or, for tiny models, a folder
 written once to the cache).
 """
 
 from __future__ import annotations
 
-from tlora_bench.models.backend import BackendSpec, DiffusionBackend, TrainingExample, model_load_error
+import importlib
+from typing import Any
+
+from tlora_bench.models.spec import BackendSpec
 from tlora_bench.registry import Registry
 
-BACKENDS: Registry[BackendSpec] = Registry("model backend")
+BACKENDS: Registry[BackendSpec] = Registry("model backend", entry_points="tlora_bench.backends",
+                                           item_type=BackendSpec)
+FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj")
+FLUX_STEPS = {"lora": 400, "vanilla-tlora": 500, "tlora": 500}  # the authors' FLUX commands (docs/decisions.md §3)
 
 
 def register_backend(spec: BackendSpec) -> BackendSpec:
@@ -20,27 +26,27 @@ def register_backend(spec: BackendSpec) -> BackendSpec:
     return spec
 
 
+BACKENDS.register_plugin = register_backend
 register_backend(BackendSpec(
     name="sdxl", summary="Stable Diffusion XL base 1.0 (the paper's main model)",
     loader="tlora_bench.models.sdxl:SDXLBackend", hub_id="stabilityai/stable-diffusion-xl-base-1.0",
-    vae_id="madebyollin/sdxl-vae-fp16-fix",
-    resolution=1024, num_inference_steps=25, guidance_scale=5.0))
+    skeleton="tlora_bench.models.sdxl:sdxl_unet_on_meta", bundled_table=True,
+    vae_id="madebyollin/sdxl-vae-fp16-fix", resolution=1024, num_inference_steps=25, guidance_scale=5.0))
 register_backend(BackendSpec(
     name="flux", summary="FLUX.1-dev (paper Table 5; gated on the hub: log in with a token that has access)",
     loader="tlora_bench.models.flux:FluxBackend", hub_id="black-forest-labs/FLUX.1-dev",
+    skeleton="tlora_bench.models.flux:flux_transformer_on_meta", bundled_table=True,
     revision=None, resolution=1024, num_inference_steps=28, guidance_scale=3.5, optimizer="prodigy",
-    adapter_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"),
-    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}, default_precision="bf16", default_r_min=1))
+    adapter_targets=FLUX_TARGETS, default_steps=FLUX_STEPS, default_precision="bf16", default_r_min=1))
 register_backend(BackendSpec(
     name="tiny-sdxl", summary="a tiny random-weight SD-XL pipeline (tests and smoke runs; meaningless images)",
-    loader="tlora_bench.models.sdxl:SDXLBackend", hub_id=None, resolution=64, num_inference_steps=4,
-    guidance_scale=5.0, aliases=("tiny",)))
+    loader="tlora_bench.models.sdxl:SDXLBackend", hub_id=None, skeleton="tlora_bench.models.tiny:tiny_unet",
+    bundled_table=True, resolution=64, num_inference_steps=4, guidance_scale=5.0, aliases=("tiny",)))
 register_backend(BackendSpec(
     name="tiny-flux", summary="a tiny random-weight FLUX pipeline (tests and smoke runs; meaningless images)",
-    loader="tlora_bench.models.flux:FluxBackend", hub_id=None, resolution=32, num_inference_steps=4,
-    guidance_scale=3.5, optimizer="prodigy",
-    adapter_targets=("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"),
-    default_steps={"lora": 400, "vanilla-tlora": 500, "tlora": 500}, default_r_min=1))
+    loader="tlora_bench.models.flux:FluxBackend", hub_id=None, skeleton="tlora_bench.models.tiny:tiny_flux_transformer",
+    bundled_table=True, resolution=32, num_inference_steps=4, guidance_scale=3.5, optimizer="prodigy",
+    adapter_targets=FLUX_TARGETS, default_steps=FLUX_STEPS, default_r_min=1))
 
 
 def backend_spec(name: str) -> BackendSpec:
@@ -50,7 +56,7 @@ def backend_spec(name: str) -> BackendSpec:
 
 def is_tiny(name: str) -> bool:
     """Whether a backend is a tiny random model (no hub weights: built locally for tests and smoke runs)."""
-    return backend_spec(name).hub_id is None
+    return backend_spec(name).tiny
 
 
 def backend_names() -> list[str]:
@@ -58,10 +64,16 @@ def backend_names() -> list[str]:
     return [name for name in BACKENDS if BACKENDS.get(name).name == name]
 
 
+def denoiser_skeleton(name: str) -> Any:
+    """The backend's denoiser with the real module tree and shapes, built without weights (the meta device for
+    SD-XL and FLUX): for counting parameters. Its spec names the builder; a spec without one is an error."""
+    return backend_spec(name).build_skeleton()
+
+
 def load_backend(name: str, *, source: str | None = None, revision: str | None = None,
-                 vae_source: str | None = None, precision: str = "fp32",
-                 device: str = "auto") -> DiffusionBackend:
-    """Load a backend's model: from `source` (a hub id or local folder), else the spec's default."""
+                 vae_source: str | None = None, precision: str = "fp32", device: str = "auto") -> Any:
+    """Load a backend's model (a DiffusionBackend): from `source` (a hub id or local folder), else the spec's
+    default."""
     from tlora_bench.devices import resolve_device
 
     spec = backend_spec(name)
@@ -69,31 +81,14 @@ def load_backend(name: str, *, source: str | None = None, revision: str | None =
                                      precision=precision, device=resolve_device(device))
 
 
-__all__ = ["BACKENDS", "BackendSpec", "DiffusionBackend", "TrainingExample", "backend_names", "backend_spec",
-           "is_tiny", "load_backend", "model_load_error", "register_backend"]
+_LAZY = ("DiffusionBackend", "TrainingExample", "model_load_error")  # torch-side names of models.backend
 
 
-# FLUX.1-dev, transformer/config.json: the keys that set shapes (for checks on the meta device, no weights).
-FLUX_TRANSFORMER_CONFIG = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
-                               attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-                               pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("tlora_bench.models.backend"), name)
+    raise AttributeError(f"module 'tlora_bench.models' has no attribute '{name}'")
 
 
-def denoiser_skeleton(name: str):
-    """The backend's denoiser with the real module tree and shapes, built without weights in a fraction of a
-    second (the meta device for SD-XL and FLUX): for counting parameters and checking adapter sizes."""
-    import torch
-
-    spec = backend_spec(name)
-    if spec.name == "sdxl":
-        from tlora_bench.models.sdxl import sdxl_unet_on_meta
-
-        return sdxl_unet_on_meta()
-    if spec.name == "flux":
-        from diffusers import FluxTransformer2DModel
-
-        with torch.device("meta"):
-            return FluxTransformer2DModel(**FLUX_TRANSFORMER_CONFIG).eval()
-    from tlora_bench.models.tiny import tiny_flux_transformer, tiny_unet
-
-    return tiny_unet() if spec.name == "tiny-sdxl" else tiny_flux_transformer()
+__all__ = ["BACKENDS", "BackendSpec", "backend_names", "backend_spec", "denoiser_skeleton", "is_tiny",
+           "load_backend", "register_backend", *_LAZY]

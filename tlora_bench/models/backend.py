@@ -10,7 +10,6 @@ The trainer and the sampler see only this interface, so a new model plugs in wit
 from __future__ import annotations
 
 import contextlib
-import importlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,33 +23,7 @@ from torch import nn
 from tlora_bench.concepts.images import center_crop, load_image, resize
 from tlora_bench.devices import resolve_dtype
 from tlora_bench.errors import TloraBenchError
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """A registered model backend: where its weights come from and its sampling defaults (docs/decisions.md §3-4)."""
-
-    name: str
-    summary: str
-    loader: str  # "module:Class" of its DiffusionBackend, imported only when a model is loaded
-    hub_id: str | None  # default source; None for tiny models, which are built into the cache on first use
-    revision: str | None = None
-    vae_id: str | None = None  # a separate VAE (SD-XL: the fp16-fix VAE), or None: the pipeline's own
-    resolution: int = 1024
-    num_inference_steps: int = 25
-    guidance_scale: float = 5.0
-    optimizer: str = "adamw"  # the training default for this backend (FLUX: prodigy, docs/decisions.md §3)
-    adapter_targets: tuple[str, ...] | None = None  # None: the methods' defaults (SD-XL attention linears)
-    default_steps: dict[str, int] = field(default_factory=dict)  # per-method steps on this backend (FLUX)
-    # r_min of the rank schedule when none is given; None: r // 2, the paper's SD-XL default. FLUX: 1, the authors'
-    # FLUX command (the paper gives none; docs/decisions.md §3).
-    default_r_min: int | None = None
-    default_precision: str = "fp32"
-    aliases: tuple[str, ...] = ()
-
-    def backend_class(self) -> type[DiffusionBackend]:
-        module, _, attr = self.loader.partition(":")
-        return getattr(importlib.import_module(module), attr)
+from tlora_bench.models.spec import BackendSpec
 
 
 @dataclass
@@ -205,8 +178,15 @@ class DiffusionBackend:
     # -- what the sampler uses -----------------------------------------------------------------------------
     def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:
-        """One image per seed for `prompt`, in one batch; each image's noise comes from its own seed."""
-        raise NotImplementedError
+        """One image per seed for `prompt`, in one batch of the diffusers pipeline; each image's noise comes from
+        its own CPU generator. `guidance_scale` is SD-XL's CFG scale, FLUX.1-dev's embedded guidance."""
+        size = resolution or self.spec.resolution
+        with torch.no_grad():
+            return self.pipeline(
+                prompt=prompt, num_images_per_prompt=len(seeds), generator=cpu_generators(seeds),
+                num_inference_steps=num_inference_steps or self.spec.num_inference_steps,
+                guidance_scale=self.spec.guidance_scale if guidance_scale is None else guidance_scale,
+                height=size, width=size, output_type="pil").images
 
     def provenance(self) -> dict[str, Any]:
         return {"backend": self.spec.name, "model_id": self.source, "model_revision": self.revision,

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
 
 from tlora_bench.errors import TloraBenchError
@@ -20,7 +19,6 @@ from tlora_bench.models.backend import (
     BackendSpec,
     DiffusionBackend,
     TrainingExample,
-    cpu_generators,
     image_to_tensor,
     load_diffusers_pipeline,
     prepare_training_image,
@@ -35,6 +33,18 @@ _ROUNDING = 2.0 ** -7
 # FluxTransformer2DModel multiplies its timestep by this constant (not by the scheduler's T); the pipeline and
 # the example both divide by it.
 TIMESTEP_SCALE = 1000
+# FLUX.1-dev, transformer/config.json: the keys that set shapes (for checks on the meta device, no weights).
+FLUX_TRANSFORMER_CONFIG = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                               attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                               pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+
+
+def flux_transformer_on_meta():
+    """The FLUX.1-dev transformer's module tree on the meta device: real shapes, no storage."""
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        return FluxTransformer2DModel(**FLUX_TRANSFORMER_CONFIG).eval()
 
 
 def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_source: str | None, dtype: torch.dtype):
@@ -150,13 +160,3 @@ class FluxBackend(DiffusionBackend):
         exact = torch.as_tensor(exact, dtype=torch.float32).to(t.device).reshape(-1).expand_as(t)
         same_step = bool(((exact - t).abs() <= _ROUNDING * exact.abs() + 1e-3).all())
         return exact if same_step else t  # a stale value (an interrupted call) is never trusted
-
-    def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
-                 guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:
-        size = resolution or self.spec.resolution
-        with torch.no_grad():  # guidance_scale is FLUX.1-dev's embedded guidance (no CFG batch doubling)
-            return self.pipeline(
-                prompt=prompt, num_images_per_prompt=len(seeds), generator=cpu_generators(seeds),
-                num_inference_steps=num_inference_steps or self.spec.num_inference_steps,
-                guidance_scale=self.spec.guidance_scale if guidance_scale is None else guidance_scale,
-                height=size, width=size, output_type="pil").images

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from tlora_bench.models.backend import (
     BackendSpec,
     DiffusionBackend,
     TrainingExample,
-    cpu_generators,
     image_to_tensor,
     load_diffusers_pipeline,
     prepare_training_image,
@@ -152,13 +150,3 @@ class SDXLBackend(DiffusionBackend):
         return self.denoiser(noisy.to(dtype), t.to(self.device),
                              encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
                              added_cond_kwargs=added).sample
-
-    def generate(self, prompt: str, seeds: Sequence[int], *, num_inference_steps: int | None = None,
-                 guidance_scale: float | None = None, resolution: int | None = None) -> list[Image.Image]:
-        size = resolution or self.spec.resolution
-        with torch.no_grad():
-            return self.pipeline(
-                prompt=prompt, num_images_per_prompt=len(seeds), generator=cpu_generators(seeds),
-                num_inference_steps=num_inference_steps or self.spec.num_inference_steps,
-                guidance_scale=self.spec.guidance_scale if guidance_scale is None else guidance_scale,
-                height=size, width=size, output_type="pil").images

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlora_bench.fileio import atomic_write_text, check_writable, replaced_folder
+from tlora_bench.layout import LEADERBOARD_FILE, REPORT_DIR, REPORT_MARKDOWN, REPORT_PAGE
 from tlora_bench.report.inputs import RunFolder, images_problem, load_run, missing_images
 from tlora_bench.report.tables import compare_table, leaderboard, leaderboard_markdown, per_concept_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-REPORT_DIR = "report"
 
 
 def make_report(run_dir: str | Path, compare: str | Path | None = None,
@@ -41,8 +41,8 @@ def _write_report(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, c
     from tlora_bench.report.html import render
     from tlora_bench.report.plots import make_plots
 
-    atomic_write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(board))
+    atomic_write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
+    atomic_write_text(out / REPORT_MARKDOWN, leaderboard_markdown(board))
     atomic_write_text(out / "per_concept.csv", concepts.to_csv(index=False))
     if compared is not None:
         atomic_write_text(out / "compare.csv", compared.to_csv(index=False))
@@ -59,7 +59,7 @@ def _write_report(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, c
     page = render(title=run.name, board=board, plots=plots, grids=grids,
                   provenance=run.provenance, evaluation=run.evaluation, summary=run.summary, compare=compared,
                   compare_dir=str(compare) if compare is not None else None, problems=run.problems)
-    atomic_write_text(out / "report.html", page)
+    atomic_write_text(out / REPORT_PAGE, page)
 
 
 __all__ = ["REPORT_DIR", "make_report"]

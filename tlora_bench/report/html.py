@@ -11,8 +11,9 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from tlora_bench.metrics.registry import metrics, paper_metrics
 from tlora_bench.report.grids import ConceptGrid, png_uri
-from tlora_bench.report.tables import METRIC_TITLES, fmt, interval
+from tlora_bench.report.tables import fmt, interval, metric_title
 
 TEMPLATE = "report.html.j2"
 
@@ -26,21 +27,21 @@ def environment() -> jinja2.Environment:
 
 
 def _board_rows(board: pd.DataFrame) -> list[dict[str, Any]]:
+    names, paper_columns = [m.name for m in metrics()], [m.paper.column for m in paper_metrics()]
     rows = []
     for _, row in board.iterrows():
         rows.append({"label": row["method_label"], "method": row["method"], "n_concepts": row["n_concepts"],
                      "n_images": row["n_images"], "incomplete": row["incomplete_reason"],
-                     "metrics": [interval(row, metric) for metric in METRIC_TITLES],
+                     "metrics": [interval(row, name) for name in names],
                      "paper_table": row["paper_table"] or "",
-                     "paper": [(fmt(row[f"paper_{m}"]), fmt(row[f"{m}_minus_paper"]))
-                               for m in ("is", "dino_is", "ts")]})
+                     "paper": [(fmt(row[f"paper_{c}"]), fmt(row[f"{c}_minus_paper"])) for c in paper_columns]})
     return rows
 
 
 def _compare_rows(compare: pd.DataFrame | None) -> list[dict[str, Any]]:
     if compare is None:
         return []
-    return [{"label": r["method_label"], "metric": METRIC_TITLES.get(r["metric"], r["metric"]), "mean": fmt(r["mean"]),
+    return [{"label": r["method_label"], "metric": metric_title(r["metric"]), "mean": fmt(r["mean"]),
              "other": fmt(r["other_mean"]), "difference": fmt(r["difference"]),
              "overlap": {True: "yes", False: "no"}.get(r["intervals_overlap"], "–")} for _, r in compare.iterrows()]
 
@@ -51,7 +52,8 @@ def render(*, title: str, board: pd.DataFrame, plots: dict[str, Path], grids: li
     """The whole page as text."""
     failures = [{"job": f.get("job", ""), "error": f.get("error", "")} for f in (summary or {}).get("failures") or []]
     return environment().get_template(TEMPLATE).render(
-        title=title, metric_titles=list(METRIC_TITLES.values()), board=_board_rows(board),
+        title=title, metric_titles=[m.label for m in metrics()],
+        paper_titles=[m.paper.label for m in paper_metrics()], board=_board_rows(board),
         plots=[(name, png_uri(path.read_bytes())) for name, path in plots.items()], grids=grids,
         protocol=json.dumps((provenance or {}).get("protocol"), indent=2) if provenance else "",
         provenance=json.dumps(provenance, indent=2) if provenance else "",

@@ -14,15 +14,32 @@ from typing import Any
 
 import pandas as pd
 
+from tlora_bench.concepts.manifest import manifest_path_of
 from tlora_bench.errors import TloraBenchError
+from tlora_bench.layout import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    DONE_FILE,
+    EVALUATION_DIR,
+    EVALUATION_FILE,
+    FAILED_FILE,
+    IMAGES_DIR,
+    INDEX_FILE,
+    JOBS_DIR,
+    LEADERBOARD_FILE,
+    LOG_FILE,
+    PER_METHOD_FILE,
+    PROVENANCE_FILE,
+    REPORT_DIR,
+    SUMMARY_FILE,
+    TRAIN_DIR,
+)
+from tlora_bench.metrics.registry import metric_names
 
-EVALUATION_DIR = "evaluation"
-INDEX_FILE = "images.jsonl"
 PER_METHOD_COLUMNS = ("method_label", "method", "rank", "metric", "mean", "ci_low", "ci_high", "n_concepts")
-_NOT_METHODS = {EVALUATION_DIR, "report", "jobs"}
-NUMERIC_COLUMNS = {"rank", "mean", "ci_low", "ci_high", "n_concepts", "n_images", "n_base_images", "n_ts_prompts",
-                   "is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept", "concepts_scored",
-                   "concepts_planned", "failed_jobs"}
+_NOT_METHODS = {EVALUATION_DIR, REPORT_DIR, JOBS_DIR}
+COUNT_COLUMNS = frozenset({"rank", "mean", "ci_low", "ci_high", "n_concepts", "n_images", "n_base_images",
+                           "n_ts_prompts", "concepts_scored", "concepts_planned", "failed_jobs"})
 
 
 @dataclass(frozen=True)
@@ -35,16 +52,17 @@ class JobInfo:
     seed: int
     method: str | None  # train.method, e.g. "lora-64"
     train_images: int | None
+    identity: dict[str, Any]  # job.json `method`: name, family, size, rank, label ({} in folders from before it)
     status: str  # done, failed or unfinished
     folder: Path
 
     @property
     def train_log(self) -> Path:
-        return self.folder / "train" / "train_log.jsonl"
+        return self.folder / TRAIN_DIR / LOG_FILE
 
     @property
     def adapter(self) -> Path:
-        return self.folder / "train" / "adapter.safetensors"
+        return self.folder / TRAIN_DIR / ADAPTER_FILE
 
 
 @dataclass
@@ -104,13 +122,16 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
     return table
 
 
-def _is_numeric_column(name: str) -> bool:
-    return name in NUMERIC_COLUMNS or name.endswith(("_mean", "_ci_low", "_ci_high"))
+def numeric_columns() -> frozenset[str]:
+    """The columns that must hold numbers: counts, intervals and every registered metric's scores."""
+    return COUNT_COLUMNS | set(metric_names())
 
 
 def _check_numeric(path: Path, table: pd.DataFrame) -> None:
     """Scores and counts are numbers (blank allowed): a hand-edited cell is one line, not a traceback later."""
-    for column in filter(_is_numeric_column, table.columns):
+    numeric = numeric_columns()
+    columns = [c for c in table.columns if c in numeric or c.endswith(("_mean", "_ci_low", "_ci_high"))]
+    for column in columns:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = values.isna() & table[column].notna()
         if bad.any():
@@ -130,13 +151,14 @@ def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
             continue
         train = job.get("train") or {}
         folder = path.parent
-        status = "done" if (folder / "done.json").is_file() else (
-            "failed" if (folder / "failed.json").is_file() else "unfinished")
+        status = "done" if (folder / DONE_FILE).is_file() else (
+            "failed" if (folder / FAILED_FILE).is_file() else "unfinished")
         label = str(job.get("label", folder.parent.parent.name))
         jobs.append(JobInfo(label=label, image_label=str(job.get("image_label") or label),
                             concept=str(job.get("concept", folder.parent.name)), seed=int(job.get("seed", 0)),
-                            method=train.get("method"), train_images=train.get("train_images"), status=status,
-                            folder=folder))
+                            method=train.get("method"), train_images=train.get("train_images"),
+                            identity=job.get("method") if isinstance(job.get("method"), dict) else {},
+                            status=status, folder=folder))
     return jobs
 
 
@@ -171,14 +193,14 @@ def _read_indexes(images_dir: Path, problems: list[str]) -> dict[tuple[str, str]
 
 def _scoring_hint(root: Path) -> str:
     """How to write root/evaluation/: a run folder's run scores its finished jobs again when re-run."""
-    if not ((root / "config.json").is_file() and (root / "images").is_dir()):
+    if not ((root / CONFIG_FILE).is_file() and (root / IMAGES_DIR).is_dir()):
         return f"with `tlora-bench evaluate {root}` (or let `tlora-bench run` finish)"
     try:
-        concepts = str((read_json(root / "config.json") or {}).get("concepts") or "")
+        concepts = str((read_json(root / CONFIG_FILE) or {}).get("concepts") or "")
     except TloraBenchError:
         concepts = ""
-    manifest = f" --manifest {concepts}" if concepts.endswith(".toml") else ""
-    return (f"(re-run the same `tlora-bench run` command, or `tlora-bench evaluate {root / 'images'} --out "
+    manifest = f" --manifest {concepts}" if manifest_path_of(concepts) else ""
+    return (f"(re-run the same `tlora-bench run` command, or `tlora-bench evaluate {root / IMAGES_DIR} --out "
             f"{root / EVALUATION_DIR}{manifest}`)")
 
 
@@ -204,21 +226,21 @@ def load_run(root: str | Path) -> RunFolder:
         raise TloraBenchError(f"folder '{root}' does not exist; pass a folder written by `tlora-bench run` or "
                               "scored by `tlora-bench evaluate`")
     evaluation_dir = root / EVALUATION_DIR
-    per_method = read_csv(evaluation_dir / "per_method.csv", PER_METHOD_COLUMNS)
+    per_method = read_csv(evaluation_dir / PER_METHOD_FILE, PER_METHOD_COLUMNS)
     if per_method is None:
-        raise TloraBenchError(f"'{evaluation_dir / 'per_method.csv'}' not found; score the folder first "
+        raise TloraBenchError(f"'{evaluation_dir / PER_METHOD_FILE}' not found; score the folder first "
                               f"{_scoring_hint(root)}")
-    if not (evaluation_dir / "evaluation.json").is_file():  # written last: without it the tables may be stale
-        raise TloraBenchError(f"'{evaluation_dir}' has no evaluation.json: its scoring did not finish (it stopped, "
+    if not (evaluation_dir / EVALUATION_FILE).is_file():  # written last: without it the tables may be stale
+        raise TloraBenchError(f"'{evaluation_dir}' has no {EVALUATION_FILE}: its scoring did not finish (it stopped, "
                               f"or is still running); score the folder again {_scoring_hint(root)}")
     problems: list[str] = []
-    images_dir = root / "images" if (root / "images").is_dir() else root
-    leaderboard = read_csv(root / "leaderboard.csv")
+    images_dir = root / IMAGES_DIR if (root / IMAGES_DIR).is_dir() else root
+    leaderboard = read_csv(root / LEADERBOARD_FILE)
     return RunFolder(
         root=root, images_dir=images_dir, per_method=per_method,
         per_concept=read_csv(evaluation_dir / "per_concept.csv"),
         per_prompt=read_csv(evaluation_dir / "per_prompt.csv"),
-        config=read_json(root / "config.json"), provenance=read_json(root / "provenance.json"),
-        evaluation=read_json(evaluation_dir / "evaluation.json"), summary=read_json(root / "summary.json"),
+        config=read_json(root / CONFIG_FILE), provenance=read_json(root / PROVENANCE_FILE),
+        evaluation=read_json(evaluation_dir / EVALUATION_FILE), summary=read_json(root / SUMMARY_FILE),
         run_leaderboard=leaderboard, jobs=_read_jobs(root, problems), indexes=_read_indexes(images_dir, problems),
         problems=problems)

@@ -1,6 +1,6 @@
-"""The paper's numbers (docs/decisions.md section 8, `paper_tables.csv`) and which of them a method label matches.
+"""The paper's numbers (docs/decisions.md section 8, `paper_tables.csv`) and which of them a result matches.
 
-A label matches a paper row when the method name, its size (rank r, or OFT / GSOFT blocks), the model and the
+A result matches a paper row when the method name, its size (rank r, or OFT / GSOFT blocks), the model and the
 number of training images all agree. Several tables can hold the same setting (T-LoRA-64 is in Tables 1, 2
 and 4): the row with DINO-IS wins (Table 2), then the lowest table number.
 """
@@ -8,16 +8,17 @@ and 4): the row with DINO-IS wins (Table 2), then the lowest table number.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
+from tlora_bench.adapters import parse_method
+from tlora_bench.errors import TloraBenchError
 from tlora_bench.resources import bundled
 
 PAPER_FILE = "paper_tables.csv"
 PAPER_COLUMNS = ("table", "model", "method", "rank_or_config", "n_images", "dino_is", "is", "ts", "notes")
-_LABEL = re.compile(r"(?P<name>[a-z][a-z0-9]*(?:-[a-z][a-z0-9]*)*?)(?:-(?P<size>\d+))?(?:-img(?P<images>\d+))?")
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,19 @@ def paper_tables() -> pd.DataFrame:
     return table
 
 
-def parse_label(label: str) -> MethodKey:
-    """'lora-64' -> (lora, 64); 'lora-64-img2' -> (lora, 64, 2 images); 'svdiff.seed1' -> (svdiff, None)."""
-    base = label.split(".seed")[0]
-    match = _LABEL.fullmatch(base)
-    if match is None:
-        return MethodKey(base, None)
-    size, images = match["size"], match["images"]
-    return MethodKey(match["name"], int(size) if size else None, int(images) if images else None)
-
-
-def method_key(label: str, method: str | None = None, train_images: int | None = None) -> MethodKey:
-    """The key of a result: the trained method label (job.json `train.method`) when known, else the folder label;
-    training images from job.json, else a '-imgN' suffix of the label, else 1 (the paper's setting)."""
-    from_label = parse_label(label)
-    key = parse_label(method) if method else from_label
-    images = train_images or key.train_images or from_label.train_images or 1
-    return MethodKey(key.name, key.size, int(images))
+def method_key(method: str, identity: dict[str, Any] | None = None, train_images: int | None = None) -> MethodKey:
+    """The key of a result: the method's name and size as its job recorded them (job.json `method`); for a folder
+    without jobs (`tlora-bench evaluate` of images made elsewhere), its method as a user writes one ("lora-64"),
+    read against the method registry; an unknown method matches no paper row. Training images: job.json's, else
+    1 (the paper's setting)."""
+    images = int(train_images or 1)
+    if identity and identity.get("name"):
+        return MethodKey(str(identity["name"]), identity.get("size"), images)
+    try:
+        spec, size = parse_method(method)
+    except TloraBenchError:
+        return MethodKey(method, None, images)
+    return MethodKey(spec.name, size if size is not None else spec.size_default, images)
 
 
 def paper_match(key: MethodKey, model: str | None, paper: pd.DataFrame | None = None) -> pd.Series | None:

@@ -14,11 +14,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from tlora_bench.adapters.registry import low_rank_methods
 from tlora_bench.fileio import atomic_write_bytes
+from tlora_bench.metrics.registry import Metric, get_metric
 from tlora_bench.report.inputs import JobInfo, RunFolder
 from tlora_bench.report.paper import method_key, paper_tables
 
-LOW_RANK_METHODS = ("lora", "vanilla-tlora", "ortho-lora", "tlora")  # as tlora_bench.adapters.rank_analysis
+# The figures plot the headline image metric against the headline text metric (docs/evaluation.md); their
+# labels and the paper's columns come from the metric registry.
+IMAGE_METRIC, TEXT_METRIC = "is_masked", "ts"
+
+
+def _headline() -> tuple[Metric, Metric]:
+    return get_metric(IMAGE_METRIC), get_metric(TEXT_METRIC)
+
+
+def _paper_column(metric: Metric) -> str:
+    return metric.paper.column if metric.paper is not None else metric.name
 
 
 def save(figure: Figure, folder: Path, name: str) -> Path:
@@ -39,7 +51,8 @@ def _errors(board: pd.DataFrame, metric: str) -> np.ndarray:
 
 def is_vs_ts(board: pd.DataFrame) -> Figure | None:
     """Masked CLIP-IS against TS per method with 95% intervals; the paper's point for each matched method."""
-    board = board.dropna(subset=["is_masked_mean", "ts_mean"])
+    image, text = _headline()
+    board = board.dropna(subset=[f"{image.name}_mean", f"{text.name}_mean"])
     if board.empty:
         return None
     figure = Figure(figsize=(6.5, 5))
@@ -47,12 +60,13 @@ def is_vs_ts(board: pd.DataFrame) -> Figure | None:
     for index, (_, row) in enumerate(board.iterrows()):
         color = f"C{index % 10}"
         one = board.loc[[row.name]]
-        axes.errorbar(one["ts_mean"], one["is_masked_mean"], xerr=_errors(one, "ts"), yerr=_errors(one, "is_masked"),
-                      fmt="o", color=color, capsize=3, label=row["method_label"])
+        axes.errorbar(one[f"{text.name}_mean"], one[f"{image.name}_mean"], xerr=_errors(one, text.name),
+                      yerr=_errors(one, image.name), fmt="o", color=color, capsize=3, label=row["method_label"])
         if row["paper_table"] is not None:
-            axes.scatter([row["paper_ts"]], [row["paper_is"]], marker="*", s=120, color=color, edgecolor="black",
+            axes.scatter([row[f"paper_{_paper_column(text)}"]], [row[f"paper_{_paper_column(image)}"]], marker="*",
+                         s=120, color=color, edgecolor="black",
                          label=f"{row['method_label']} (paper, {row['paper_table']})")
-    axes.set(xlabel="TS (text similarity, headline)", ylabel="CLIP-IS (masked)", title="IS against TS")
+    axes.set(xlabel=f"{text.label} (text similarity, headline)", ylabel=image.label, title="IS against TS")
     axes.legend(fontsize=7)
     return figure
 
@@ -66,30 +80,32 @@ def by_rank(board: pd.DataFrame, model: str | None) -> Figure | None:
     left, right = figure.subplots(1, 2)
     paper = paper_tables()
     paper = paper[(paper["table"] == "table1") & (paper["model"] == (model or ""))]
-    families = board.assign(family=[method_key(row["method_label"], row["method"]).name
-                                    for _, row in board.iterrows()])
+    families = board.assign(family=[method_key(row["method"]).name for _, row in board.iterrows()])
+    panels = tuple(zip((left, right), _headline(), strict=True))
     for index, (family, group) in enumerate(families.groupby("family", sort=True)):
         group = group.sort_values("rank")
-        for axes, metric in ((left, "is_masked"), (right, "ts")):
-            axes.errorbar(group["rank"], group[f"{metric}_mean"], yerr=_errors(group, metric), marker="o",
+        for axes, metric in panels:
+            axes.errorbar(group["rank"], group[f"{metric.name}_mean"], yerr=_errors(group, metric.name), marker="o",
                           capsize=3, color=f"C{index % 10}", label=family)
         ours = paper[paper["method"] == family]
         if len(ours):
             ranks = ours["rank_or_config"].astype(int)
-            left.plot(ranks, ours["is"], linestyle="--", color=f"C{index % 10}", label=f"{family} (paper)")
-            right.plot(ranks, ours["ts"], linestyle="--", color=f"C{index % 10}", label=f"{family} (paper)")
-    for axes, title in ((left, "CLIP-IS (masked)"), (right, "TS")):
-        axes.set(xscale="log", xlabel="rank r", ylabel=title, title=f"{title} by rank")
+            for axes, metric in panels:
+                axes.plot(ranks, ours[_paper_column(metric)], linestyle="--", color=f"C{index % 10}",
+                          label=f"{family} (paper)")
+    for axes, metric in panels:
+        axes.set(xscale="log", xlabel="rank r", ylabel=metric.label, title=f"{metric.label} by rank")
         axes.legend(fontsize=7)
     return figure
 
 
 def heat_map(concepts: pd.DataFrame) -> Figure | None:
     """Method x concept: TS and masked CLIP-IS, one panel each, values written in the cells."""
-    if concepts.empty or not {"ts", "is_masked"} <= set(concepts.columns):
+    shown = [get_metric(TEXT_METRIC), get_metric(IMAGE_METRIC)]
+    if concepts.empty or not {m.name for m in shown} <= set(concepts.columns):
         return None
     # A metric with no value at all (TS of a run with only the base prompt) gets no panel.
-    titles = {m: t for m, t in (("ts", "TS"), ("is_masked", "CLIP-IS (masked)")) if concepts[m].notna().any()}
+    titles = {m.name: m.label for m in shown if concepts[m.name].notna().any()}
     if not titles:
         return None
     tables = [concepts.pivot_table(index="method_label", columns="concept", values=m, aggfunc="mean")
@@ -146,7 +162,7 @@ def effective_ranks(jobs: list[JobInfo], energy: float = 0.95,
                     on_problem: Callable[[str], None] = lambda message: None) -> Figure | None:
     """Mean effective rank of B over layers per adapter (paper Figure 4), beside r; needs torch, lazily."""
     adapters = [job for job in jobs if job.adapter.is_file()
-                and method_key(job.label, job.method).name in LOW_RANK_METHODS]
+                and method_key(job.method or job.label, job.identity).name in low_rank_methods()]
     if not adapters:
         return None
     try:

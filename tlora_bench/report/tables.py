@@ -1,7 +1,8 @@
 """The report's tables: leaderboard (with the paper beside ours), per concept, the markdown leaderboard, compare.
 
 Paper IS and DINO-IS were computed on background-masked images, so they sit beside our masked IS and masked
-DINO-IS; the paper's TS beside our headline TS (prompt with token and class removed). docs/report.md.
+DINO-IS; the paper's TS beside our headline TS (prompt with token and class removed). docs/report.md. Which
+metrics there are, their labels and the paper's column beside each, come from the metric registry.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from typing import Any
 
 import pandas as pd
 
+from tlora_bench.metrics.registry import get_metric, headline_metrics, metric_names, paper_metrics
 from tlora_bench.report.inputs import RunFolder
 from tlora_bench.report.paper import method_key, paper_match
 
-METRICS = ("is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept")
-PAPER_PAIRS = (("is", "is_masked"), ("dino_is", "dino_is_masked"), ("ts", "ts"))  # paper column -> ours
-CONCEPT_COLUMNS = ("method_label", "concept", "class_word", *METRICS, "n_base_images", "n_ts_prompts")
-METRIC_TITLES = {"is": "CLIP-IS", "is_masked": "CLIP-IS (masked)", "dino_is": "DINO-IS",
-                 "dino_is_masked": "DINO-IS (masked)", "ts": "TS", "ts_class_kept": "TS (class kept)"}
+
+def concept_columns() -> list[str]:
+    """The columns of per_concept.csv in the report."""
+    return ["method_label", "concept", "class_word", *metric_names(), "n_base_images", "n_ts_prompts"]
+
+
+def metric_title(name: str) -> str:
+    """What a reader sees for a metric; a name the registry does not hold (another version's) as it is."""
+    return get_metric(name).label if name in metric_names() else name
 
 
 def labels(run: RunFolder) -> list[str]:
@@ -70,12 +76,12 @@ def leaderboard(run: RunFolder) -> pd.DataFrame:
         table = per_method[per_method["method_label"] == label]
         job = jobs.get(label)
         method = job.method if job and job.method else (str(table["method"].iloc[0]) if len(table) else label)
-        key = method_key(label, method, job.train_images if job else None)
+        key = method_key(method, job.identity if job else None, job.train_images if job else None)
         rank = table["rank"].dropna()
         row: dict[str, Any] = {"method_label": label, "method": method,
                                "rank": int(rank.iloc[0]) if len(rank) else None, "size": key.size,
                                "train_images": key.train_images, "model": run.model}
-        for metric in METRICS:
+        for metric in metric_names():
             values = table[table["metric"] == metric]
             for column in ("mean", "ci_low", "ci_high"):
                 row[f"{metric}_{column}"] = float(values[column].iloc[0]) if len(values) else math.nan
@@ -83,21 +89,27 @@ def leaderboard(run: RunFolder) -> pd.DataFrame:
         row["n_concepts"], row["n_images"] = n_concepts, _n_images(run, label)
         reason = _incomplete(run, label, n_concepts, most) or ("not scored" if table.empty else "")
         row["incomplete"], row["incomplete_reason"] = bool(reason), reason
-        paper = paper_match(key, run.model)
-        row["paper_table"] = None if paper is None else str(paper["table"])
-        for theirs, ours in PAPER_PAIRS:
-            value = math.nan if paper is None else float(paper[theirs])
-            row[f"paper_{theirs}"] = value
-            row[f"{theirs}_minus_paper"] = row[f"{ours}_mean"] - value
+        row.update(_paper_columns(paper_match(key, run.model), row))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paper_columns(paper: pd.Series | None, row: dict[str, Any]) -> dict[str, Any]:
+    """paper_table, then paper_<column> and <column>_minus_paper for each metric set beside a paper column."""
+    out: dict[str, Any] = {"paper_table": None if paper is None else str(paper["table"])}
+    for metric in paper_metrics():
+        theirs = metric.paper.column
+        value = math.nan if paper is None or theirs not in paper.index else float(paper[theirs])
+        out[f"paper_{theirs}"] = value
+        out[f"{theirs}_minus_paper"] = row[f"{metric.name}_mean"] - value
+    return out
 
 
 def per_concept_table(run: RunFolder) -> pd.DataFrame:
     """Method x concept, the main metrics (long format: one row per pair)."""
     if run.per_concept is None:
-        return pd.DataFrame(columns=list(CONCEPT_COLUMNS))
-    columns = [c for c in CONCEPT_COLUMNS if c in run.per_concept.columns]
+        return pd.DataFrame(columns=concept_columns())
+    columns = [c for c in concept_columns() if c in run.per_concept.columns]
     return run.per_concept[columns].sort_values(["method_label", "concept"], kind="stable").reset_index(drop=True)
 
 
@@ -115,15 +127,17 @@ def interval(row: pd.Series | dict[str, Any], metric: str) -> str:
 
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """A short markdown table for pasting: masked IS, masked DINO-IS, TS with intervals, and the paper's."""
-    head = ["method", "concepts", "images", "CLIP-IS (masked)", "DINO-IS (masked)", "TS", "paper IS / DINO-IS / TS",
-            "note"]
+    """A short markdown table for pasting: the headline metrics (masked IS, masked DINO-IS, TS) with intervals,
+    and the paper's values."""
+    shown, paper_columns = headline_metrics(), [m.paper.column for m in paper_metrics()]
+    head = ["method", "concepts", "images", *(m.label for m in shown),
+            "paper " + " / ".join(m.paper.label for m in paper_metrics()), "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in board.iterrows():
         paper = "–" if row["paper_table"] is None else (
-            f"{fmt(row['paper_is'])} / {fmt(row['paper_dino_is'])} / {fmt(row['paper_ts'])} ({row['paper_table']})")
-        cells = [row["method_label"], str(row["n_concepts"]), str(row["n_images"]), interval(row, "is_masked"),
-                 interval(row, "dino_is_masked"), interval(row, "ts"), paper,
+            " / ".join(fmt(row[f"paper_{c}"]) for c in paper_columns) + f" ({row['paper_table']})")
+        cells = [row["method_label"], str(row["n_concepts"]), str(row["n_images"]),
+                 *(interval(row, m.name) for m in shown), paper,
                  "incomplete: " + row["incomplete_reason"] if row["incomplete"] else ""]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -137,7 +151,7 @@ def compare_table(ours: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
         match = theirs.get(str(row["method_label"]))
         if match is None:
             continue
-        for metric in METRICS:
+        for metric in metric_names():
             a, b = row[f"{metric}_mean"], match[f"{metric}_mean"]
             low_a, high_a, low_b, high_b = (row[f"{metric}_ci_low"], row[f"{metric}_ci_high"],
                                             match[f"{metric}_ci_low"], match[f"{metric}_ci_high"])

@@ -15,8 +15,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.planner import Job
 from tlora_bench.runner.jobs import JobOutcome, run_job
-from tlora_bench.runner.plan import Job
 
 EXECUTORS = ("local", "ray")
 OnOutcome = Callable[[JobOutcome], None]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlora_bench.fileio import sha256_file
-from tlora_bench.metrics.layout import INDEX_FILE, read_images_index
+from tlora_bench.layout import INDEX_FILE, read_images_index
 
 FILES_KEY = "files"
 

@@ -18,13 +18,10 @@ from typing import Any
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import WriteFailed, atomic_write_text, write_error
+from tlora_bench.layout import DONE_FILE, FAILED_FILE, IMAGES_DIR, JOB_FILE, TRAIN_DIR
+from tlora_bench.planner import Job
 from tlora_bench.runner.integrity import FILES_KEY, changed_files, distrust, record_files
-from tlora_bench.runner.plan import Job
 
-DONE_FILE = "done.json"
-FAILED_FILE = "failed.json"
-JOB_FILE = "job.json"
-IMAGES_DIR = "images"
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # an OSError of the disk, not of the job
 
 _BACKENDS: dict[tuple, Any] = {}  # one loaded model per worker process, reused by its jobs
@@ -91,8 +88,9 @@ def one_line(error: BaseException) -> str:
 def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: bool = False,
             progress: bool = False) -> JobOutcome:
     """Train and sample one job inside run_dir; failures are recorded, never raised (except interrupts)."""
+    from tlora_bench.layout import ADAPTER_FILE
     from tlora_bench.sample import generate
-    from tlora_bench.train import ADAPTER_FILE, train
+    from tlora_bench.train import train
 
     run_dir = Path(run_dir)
     folder = run_dir / job.folder
@@ -102,7 +100,7 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
         changed = changed_files(run_dir, done)
         if not changed:
             return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
-        note = distrust(changed, folder / "train" / ADAPTER_FILE)  # not finished any more: redo what changed
+        note = distrust(changed, folder / TRAIN_DIR / ADAPTER_FILE)  # not finished any more: redo what changed
         _say(f"{job.id}: {note}")
         try:
             (folder / DONE_FILE).unlink()
@@ -114,10 +112,11 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
         failed.unlink()
     started = time.perf_counter()
-    atomic_write_text(folder / JOB_FILE, json.dumps({**job.to_dict(), "key": job.key}, indent=2) + "\n")
+    record = {**job.to_dict(), "key": job.key, "method": job.recipe.identity()}
+    atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=2) + "\n")
     try:
         backend = _backend(job, device)
-        trained = train(job.train, folder / "train", backend=backend, progress=progress)
+        trained = train(job.train, folder / TRAIN_DIR, recipe=job.recipe, backend=backend, progress=progress)
         sampled = generate(trained.adapter_path, run_dir / IMAGES_DIR, options=job.sample, backend=backend,
                            label=job.image_label, progress=progress)
     except (KeyboardInterrupt, SystemExit, WriteFailed):  # a full disk or read-only folder ends the run

@@ -33,14 +33,24 @@ from tlora_bench.fileio import (
     read_json,
     remove_stale_temporaries,
 )
+from tlora_bench.layout import (
+    CONFIG_FILE,
+    EVALUATION_DIR,
+    JOBS_DIR,
+    LEADERBOARD_FILE,
+    PROVENANCE_FILE,
+    REPORT_DIR,
+    REPORT_MARKDOWN,
+    REPORT_PAGE,
+    SCORED_FILE,
+    SUMMARY_FILE,
+)
+from tlora_bench.planner import Job, Plan, job_images, make_plan
 from tlora_bench.runner.integrity import changed_files
 from tlora_bench.runner.jobs import DONE_FILE, FAILED_FILE, IMAGES_DIR, JobOutcome, check_job_files, read_marker
 from tlora_bench.runner.lock import holds_run_locks, lock_run_folder, run_folder_lock
-from tlora_bench.runner.plan import Job, plan_jobs
 from tlora_bench.threads import cpu_threads
 
-EVALUATION_DIR = "evaluation"
-SCORED_FILE = "scored.json"  # evaluation/: the digest of what the current scores were made from
 # Config keys that only choose how images are scored: no job's content hash holds them, so a run folder may be
 # scored again under other values without --force-new (the feature cache keys on the extractor and the mask).
 EVALUATION_KEYS = ("segmenter", "dino", "bootstrap", "tiny_extractors")
@@ -84,7 +94,7 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[
     """A folder holds one config: a different one is refused, naming the first difference, or (force_new)
     the old run is moved aside, never deleted. Returns the evaluation keys that changed when only those did:
     the run is then scored again under the new values."""
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     if not path.exists():
         return []
     try:
@@ -111,20 +121,19 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[
     return []
 
 
-def _write_provenance(run_dir: Path, config: RunConfig, device: str) -> None:
-    from tlora_bench.models import backend_spec
+def _write_provenance(run_dir: Path, plan: Plan, device: str) -> None:
     from tlora_bench.provenance import provenance
 
-    path = run_dir / "provenance.json"
+    path = run_dir / PROVENANCE_FILE
     sessions = []
     if path.is_file():
         try:
             sessions = json.loads(path.read_text(encoding="utf-8")).get("sessions", [])
         except (OSError, ValueError, AttributeError):
             sessions = []
-    spec = backend_spec(config.model)
+    config, spec = plan.config, plan.backend
     entry = provenance(None if device in ("auto", "cpu") else device, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       precision=config.precision, backend=spec.name,
+                       precision=plan.precision, backend=spec.name,
                        model_id=config.model_path or spec.hub_id or "tiny (built locally)",
                        model_revision=config.revision or spec.revision, vae_id=config.vae_path or spec.vae_id)
     atomic_write_text(path, json.dumps({"protocol": PROTOCOL, "sessions": [*sessions, entry]}, indent=2) + "\n")
@@ -146,26 +155,20 @@ def check_weights(config: RunConfig, train: bool, score: bool) -> None:
         check_evaluation_weights([CLIP_EXTRACTOR, config.dino, *segmenter])
 
 
-def data_root(config: RunConfig) -> Path | None:
-    from tlora_bench.concepts import bundled_manifest, resolve_data_root
-
-    if config.concepts.endswith(".toml"):
-        return None
-    return resolve_data_root(config.data_dir, bundled_manifest().name)
-
-
 @holds_run_locks
-def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str = "local",
+def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor: str = "local",
         devices: tuple[str, ...] = ("auto",), address: str | None = None, force_new: bool = False,
         retry_failed: bool = False, progress: bool = True, echo: Callable[[str], None] = print) -> RunResult:
-    """Run every job of `config` into run_dir (default: <output_dir>/<name>), then score and summarise."""
+    """Run every job of `config` (or of its plan, when the caller made it) into run_dir (default:
+    <output_dir>/<name>), then score and summarise."""
     from tlora_bench.runner.executors import EXECUTORS, execute
     from tlora_bench.runner.progress import Progress
 
     if executor not in EXECUTORS:
         raise unknown_name_error("executor", executor, EXECUTORS)
-    jobs = plan_jobs(config)  # every name and value checked before anything is written
-    data_root(config)
+    plan = config if isinstance(config, Plan) else make_plan(config)  # every name and value checked first
+    config, jobs = plan.config, list(plan.jobs)
+    plan.data_root()
     cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     rescore = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
@@ -177,9 +180,9 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
     if rescore:
         echo(f"scoring '{run_dir}' again with {', '.join(f'{k}={getattr(config, k)!r}' for k in rescore)}")
-    if rescore or not (run_dir / "config.json").is_file():  # config.json names the settings the scores used
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    _write_provenance(run_dir, config, devices[0])
+    if rescore or not (run_dir / CONFIG_FILE).is_file():  # config.json names the settings the scores used
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    _write_provenance(run_dir, plan, devices[0])
     echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}" + (f", {len(to_run)} to run" if to_run else
                                                                    ", all finished before"))
     watch = Progress(len(jobs), echo, enabled=progress)
@@ -189,7 +192,7 @@ def run(config: RunConfig, run_dir: str | Path | None = None, *, executor: str =
     watch.close()
     result = RunResult(run_dir, outcomes, None, failures=[o for o in outcomes if o.status == "failed"])
     if any(o.status == "done" for o in outcomes):
-        _score_unless_current(config, jobs, run_dir, result, echo)
+        _score_unless_current(plan, run_dir, result, echo)
     write_summary(config, jobs, result)
     if result.leaderboard is not None and result.report is None:
         _report(run_dir, result, echo)
@@ -216,7 +219,7 @@ def scoring_inputs(config: RunConfig, run_dir: Path) -> str:
 
     digest = hashlib.sha256(json.dumps([__version__, {k: getattr(config, k) for k in EVALUATION_KEYS}],
                                        sort_keys=True).encode())
-    for folder in (run_dir / "jobs", run_dir / IMAGES_DIR):
+    for folder in (run_dir / JOBS_DIR, run_dir / IMAGES_DIR):
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
             if path.is_file() and (folder.name == IMAGES_DIR or path.name in (DONE_FILE, FAILED_FILE)):
                 stat = path.stat()
@@ -228,23 +231,22 @@ def _scores_current(run_dir: Path, config: RunConfig, inputs: str | None = None)
     """Whether the scores, leaderboard and report were made from exactly what the folder holds now (`inputs`:
     its scoring_inputs, when the caller has them already)."""
     saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
-    made = [run_dir / "leaderboard.csv", run_dir / "report" / "report.html", run_dir / "report" / "leaderboard.md"]
+    made = [run_dir / LEADERBOARD_FILE, run_dir / REPORT_DIR / REPORT_PAGE, run_dir / REPORT_DIR / REPORT_MARKDOWN]
     return (saved.get("inputs") == (inputs or scoring_inputs(config, run_dir))
             and all(path.is_file() for path in made))
 
 
-def _score_unless_current(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
-                          echo: Callable[[str], None]) -> None:
+def _score_unless_current(plan: Plan, run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
     """Score, unless nothing the scores depend on changed since the last scoring: then read them back."""
-    inputs = scoring_inputs(config, run_dir)
-    if _scores_current(run_dir, config, inputs):
+    inputs = scoring_inputs(plan.config, run_dir)
+    if _scores_current(run_dir, plan.config, inputs):
         try:
-            result.leaderboard = pd.read_csv(run_dir / "leaderboard.csv")
-            result.report = run_dir / "report" / "report.html"
+            result.leaderboard = pd.read_csv(run_dir / LEADERBOARD_FILE)
+            result.report = run_dir / REPORT_DIR / REPORT_PAGE
             return
         except (OSError, ValueError):  # unreadable: score again
             pass
-    _score(config, jobs, run_dir, result, echo)
+    _score(plan, run_dir, result, echo)
     if result.leaderboard is not None and _report(run_dir, result, echo):
         atomic_write_text(run_dir / EVALUATION_DIR / SCORED_FILE, json.dumps({"inputs": inputs}) + "\n")
 
@@ -258,28 +260,25 @@ def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> bo
     except TloraBenchError as e:  # the results stand without their report; `tlora-bench report` can re-make it
         echo(f"warning: the report could not be made: {e}")
         return False
-    result.report = folder / "report.html"
+    result.report = folder / REPORT_PAGE
     return True
 
 
-def _score(config: RunConfig, jobs: list[Job], run_dir: Path, result: RunResult,
-           echo: Callable[[str], None]) -> None:
-    from tlora_bench.concepts import load_manifest
-    from tlora_bench.concepts.manifest import bundled_manifest
+def _score(plan: Plan, run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
     from tlora_bench.metrics.evaluate import EvalOptions, evaluate_folder
 
-    manifest = load_manifest(config.concepts) if config.concepts.endswith(".toml") else bundled_manifest()
+    config = plan.config
     options = EvalOptions(segmenter=config.segmenter, dino=config.dino, tiny_models=config.tiny_extractors,
                           bootstrap=config.bootstrap)
     try:
-        evaluation = evaluate_folder(run_dir / IMAGES_DIR, manifest=manifest, data_root=data_root(config),
+        evaluation = evaluate_folder(run_dir / IMAGES_DIR, manifest=plan.manifest, data_root=plan.data_root(),
                                      out_dir=run_dir / EVALUATION_DIR, options=options,
                                      on_problem=lambda message: echo(f"warning: {message}"))
     except TloraBenchError as e:  # e.g. evaluation weights missing offline: jobs stay done, scoring can re-run
         result.evaluation_error = f"{e}; {RESCORE_HINT}"  # the caller reports it (the CLI: on stderr)
         return
-    result.leaderboard = leaderboard(evaluation.per_method, jobs, result.outcomes)
-    atomic_write_text(run_dir / "leaderboard.csv", result.leaderboard.to_csv(index=False))
+    result.leaderboard = leaderboard(evaluation.per_method, list(plan.jobs), result.outcomes)
+    atomic_write_text(run_dir / LEADERBOARD_FILE, result.leaderboard.to_csv(index=False))
 
 
 def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOutcome]) -> pd.DataFrame:
@@ -289,8 +288,8 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
     for label in dict.fromkeys(job.image_label for job in jobs):
         planned = [job for job in jobs if job.image_label == label]
         table = per_method[per_method["method_label"] == label]
-        row: dict[str, Any] = {"method_label": label, "method": planned[0].train.method,
-                               "rank": job_rank(planned[0])}
+        recipe = planned[0].recipe
+        row: dict[str, Any] = {"method_label": label, "method": recipe.label, "rank": recipe.rank}
         for _, metric in table.iterrows():
             for column in ("mean", "ci_low", "ci_high"):
                 row[f"{metric['metric']}_{column}"] = metric[column]
@@ -299,42 +298,32 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
         row["failed_jobs"] = sum(job.id in failed for job in planned)
         row["complete"] = row["failed_jobs"] == 0 and row["concepts_scored"] == row["concepts_planned"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    board = pd.DataFrame(rows)
+    board["rank"] = board["rank"].astype("Int64")  # integers, empty for methods without a rank (never 4.0)
+    return board
 
 
-def job_rank(job: Job) -> int | None:
-    """The rank r of a job's method, or None for methods sized otherwise (OFT, GSOFT blocks) or not at all."""
-    from tlora_bench.adapters import parse_method
-
-    spec, size = parse_method(job.train.method)
-    return size if spec.size_field == "r" else None
-
-
-def format_plan(config: RunConfig, run_dir: Path) -> str:
+def format_plan(plan: Plan, run_dir: Path) -> str:
     """`--dry-run`: the jobs as a table, the training steps and images, and a device-hour estimate."""
-    from tlora_bench.concepts import select_concepts
     from tlora_bench.runner.estimate import estimate
-    from tlora_bench.runner.plan import job_images
-    from tlora_bench.train import resolve_recipe
 
-    jobs = plan_jobs(config)
-    _, concepts = select_concepts(config.concepts)
+    config, jobs, concepts = plan.config, plan.jobs, plan.concepts
     by_id = {c.id: c for c in concepts}
     lines = [f"{'variant':<24} {'method':<18} {'jobs':>5} {'steps/job':>10} {'images/job':>11}"]
     total_steps = total_images = 0
     for label in dict.fromkeys(job.label for job in jobs):
         group = [job for job in jobs if job.label == label]
-        steps = resolve_recipe(group[0].train).steps
+        steps = group[0].recipe.steps
         images = [job_images(job, by_id[job.concept]) for job in group]
         total_steps += steps * len(group)
         total_images += sum(images)
         per_job = str(images[0]) if len(set(images)) == 1 else f"{min(images)}-{max(images)}"
         lines.append(f"{label:<24} {group[0].train.method:<18} {len(group):>5} {steps:>10} {per_job:>11}")
     lines.append(f"{len(jobs)} jobs ({len(concepts)} concepts x {len(config.seeds)} seeds per variant): "
-                 f"{total_steps:,} training steps, {total_images:,} images on {config.model} ({config.precision})")
-    guess = estimate(config.model, config.precision, total_steps, total_images, run_dir)
+                 f"{total_steps:,} training steps, {total_images:,} images on {config.model} ({plan.precision})")
+    guess = estimate(config.model, plan.precision, total_steps, total_images, run_dir)
     if guess is None:
-        lines.append(f"no throughput figure for {config.model} / {config.precision}: no hour estimate")
+        lines.append(f"no throughput figure for {config.model} / {plan.precision}: no hour estimate")
     else:
         hours, figures = guess
         lines.append(f"estimate: {hours:,.1f} device hours ({figures.seconds_per_step:g} s/step, "
@@ -349,7 +338,7 @@ def write_summary(config: RunConfig, jobs: list[Job], result: RunResult) -> None
                "failures": [{"job": o.job_id, "error": o.error} for o in result.failures],
                "evaluation_error": result.evaluation_error,
                "outcomes": [o.to_dict() for o in result.outcomes]}
-    atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(result.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 def format_outcomes(result: RunResult) -> str:
@@ -363,7 +352,7 @@ def format_outcomes(result: RunResult) -> str:
     done = sum(o.status == "done" for o in result.outcomes)
     lines.append(f"{done} of {len(result.outcomes)} jobs done, {len(result.failures)} failed")
     if result.leaderboard is not None:
-        lines.append(f"leaderboard: {result.run_dir / 'leaderboard.csv'}")
+        lines.append(f"leaderboard: {result.run_dir / LEADERBOARD_FILE}")
     if result.report is not None:
         lines.append(f"report: {result.report}")
     if not result.complete:

@@ -36,10 +36,10 @@ def make_command(images_dir: str, pairs: str, n: int, raters: int, seed: int, ou
 
     IMAGES_DIR is DIR/<method_label>/<concept_id>/images.jsonl, or a run folder (its images/ is used).
     """
-    from tlora_bench.concepts import bundled_manifest, load_manifest
+    from tlora_bench.concepts.manifest import manifest_for
     from tlora_bench.study.make import images_folder, make_study, parse_pairs
 
-    manifest = load_manifest(manifest_path) if manifest_path else bundled_manifest()
+    manifest = manifest_for(manifest_path)
     folder = images_folder(images_dir)
     target = Path(out) if out else folder.parent / "study"
     forms = make_study(images_dir, parse_pairs(pairs), n, raters, seed, target, manifest, data_dir, image_size)

@@ -14,8 +14,8 @@ import numpy as np
 from tlora_bench.concepts import Manifest, resolve_data_root
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_text, differing_keys, read_json, sha256_file
+from tlora_bench.layout import IMAGES_DIR, ImageRecord, find_indexed_folders
 from tlora_bench.limits import check_seed
-from tlora_bench.metrics.layout import ImageRecord, find_indexed_folders
 from tlora_bench.prompts import format_prompt
 from tlora_bench.study.forms import FormTrial, encode_image, render_form
 from tlora_bench.study.keyfile import KEY_FILE, Trial, write_key
@@ -40,7 +40,7 @@ class _Slot:
 def images_folder(path: str | Path) -> Path:
     """A run folder keeps its images under RUN/images; a plain images folder is used as is."""
     path = Path(path)
-    return path / "images" if (path / "images").is_dir() else path
+    return path / IMAGES_DIR if (path / IMAGES_DIR).is_dir() else path
 
 
 def parse_pairs(spec: str) -> list[tuple[str, str]]:

@@ -7,20 +7,12 @@ storage, so the count needs neither the checkpoint nor its 10 GiB.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
-from torch import nn
-
-from tlora_bench.adapters.layer import AdapterConfig
-from tlora_bench.adapters.model import attach_adapters, count_trainable, detach_adapters
 from tlora_bench.adapters.registry import METHODS, MethodSpec, make_config
-from tlora_bench.adapters.timestep import TimestepState
-from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.errors import TloraBenchError
 from tlora_bench.models import denoiser_skeleton
-
-MODELS = ("sdxl", "tiny")  # `tlora-bench methods --model`
-
+from tlora_bench.specs import DEFAULT_MODEL
 
 _SIZE_MEANINGS = {"r": "rank r"}  # for size fields without a "help" in their dataclass metadata
 
@@ -55,16 +47,15 @@ def size_meaning(spec: MethodSpec) -> str:
 def method_label(name: str, rank: int) -> str:
     """The label a catalog counts: rank-sized methods at `rank`, block-sized ones at their default size."""
     spec = METHODS.get(name)
-    field = _size_field(spec)
-    if field is None:
+    if spec.size_field is None:
         return name
-    return f"{name}-{rank if field.name == 'r' else field.default}"
+    return f"{name}-{rank if spec.size_field == 'r' else spec.size_default}"
 
 
-def method_rows(model: str = "sdxl", rank: int = 64) -> list[MethodRow]:
-    """One row per registered method, its trainable parameters counted on `model` ("sdxl" or "tiny")."""
-    if model not in MODELS:
-        raise unknown_name_error("model", model, MODELS)
+def method_rows(model: str = DEFAULT_MODEL, rank: int = 64) -> list[MethodRow]:
+    """One row per registered method, its trainable parameters counted on the skeleton of backend `model`."""
+    from tlora_bench.adapters import attach_adapters, count_trainable, detach_adapters
+
     if rank < 1:
         raise TloraBenchError(f"rank must be a positive integer, got {rank}")
     base = denoiser_skeleton(model)
@@ -82,36 +73,3 @@ def method_rows(model: str = "sdxl", rank: int = 64) -> list[MethodRow]:
         rows.append(MethodRow(name, label, spec.summary, spec.steps, spec.lr, spec.weight_decay, spec.mergeable,
                               size_meaning(spec), trainable, note))
     return rows
-
-
-@functools.cache
-def _skeleton(model: str) -> nn.Module:
-    return denoiser_skeleton(model)
-
-
-@functools.cache
-def size_problem(model: str, config: AdapterConfig) -> str | None:
-    """Why an adapter `config` cannot be built on `model`'s denoiser (e.g. an OFT block count that does not
-    divide a width), or None. Checked on the weightless skeleton, before any model loads."""
-    skeleton = _skeleton(model)
-    spec = METHODS.get(config.method)
-    targets = spec.find_targets(skeleton, config)
-    try:
-        if not targets:
-            attach_adapters(skeleton, config, init=False)  # raises its own "no module matches" line
-        # One layer per distinct shape, in model order, so the first problem named is the one attaching meets.
-        for name, module in _one_per_shape(targets):
-            spec.layer_cls(module, config, name, state=TimestepState(), init=False)
-    except TloraBenchError as e:
-        return str(e)
-    return None
-
-
-def _one_per_shape(targets: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-    """A layer's size checks read only its type and weight shape (SD-XL has hundreds of layers, a dozen shapes)."""
-    first: dict[tuple, tuple[str, nn.Module]] = {}
-    for name, module in targets:
-        key = (type(module), tuple(module.weight.shape), getattr(module, "bias", None) is None,
-               getattr(module, "groups", 1))
-        first.setdefault(key, (name, module))
-    return list(first.values())

@@ -1,4 +1,5 @@
-"""The folder layout of generated images that `tlora-bench evaluate` scores, and the one writer of its index.
+"""Every folder and file name of a run folder (docs/design.md, "The run folder"), and the layout of generated
+images that `tlora-bench evaluate` scores, with the one writer of its index.
 
     DIR/<method_label>/<concept_id>/images.jsonl    one JSON object per line, one line per image
     DIR/<method_label>/<concept_id>/<files>         the images, in that folder or any sub-folder
@@ -21,7 +22,39 @@ from tlora_bench.errors import TloraBenchError, did_you_mean
 from tlora_bench.fileio import atomic_write_text, read_file_bytes
 from tlora_bench.prompts import PLACEHOLDER
 
+# A run folder: config.json, provenance.json, jobs/<label>/<concept>/seed-<s>/, images/, evaluation/,
+# leaderboard.csv, summary.json, report/.
+CONFIG_FILE = "config.json"
+PROVENANCE_FILE = "provenance.json"
+LEADERBOARD_FILE = "leaderboard.csv"
+SUMMARY_FILE = "summary.json"
+JOBS_DIR = "jobs"
+IMAGES_DIR = "images"  # the image layout below, one folder per method label
+EVALUATION_DIR = "evaluation"  # `tlora-bench evaluate DIR` writes DIR/evaluation unless --out says otherwise
+REPORT_DIR = "report"
+# A job folder: job.json (its spec and content hash, first), train/, then done.json or failed.json (last).
+JOB_FILE = "job.json"
+DONE_FILE = "done.json"
+FAILED_FILE = "failed.json"
+TRAIN_DIR = "train"
+# A training folder: train_spec.json claims it, checkpoint.pt while it runs, adapter.safetensors when finished.
+ADAPTER_FILE = "adapter.safetensors"
+SPEC_FILE = "train_spec.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train_log.jsonl"
+# An evaluation folder and a report folder.
+SCORED_FILE = "scored.json"  # the digest of what the current scores were made from (a run's evaluation/)
+PER_METHOD_FILE = "per_method.csv"
+EVALUATION_FILE = "evaluation.json"  # written last: its presence means the evaluation finished
+REPORT_PAGE = "report.html"
+REPORT_MARKDOWN = "leaderboard.md"
 INDEX_FILE = "images.jsonl"
+
+
+def job_folder(label: str, concept: str, seed: int) -> PurePosixPath:
+    """jobs/<label>/<concept>/seed-<s>, relative to the run folder."""
+    return PurePosixPath(JOBS_DIR, label, concept, f"seed-{seed}")
+
 _REQUIRED = ("file", "template", "image_index")
 _OPTIONAL = ("seed", "method", "rank", "prompt")
 

@@ -12,51 +12,14 @@ the pair is sliced to r(t) instead of masked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer, layer_seed
-from tlora_bench.adapters.registry import MethodSpec, register_method
-from tlora_bench.adapters.timestep import TimestepState, check_rank_bounds, rank_schedule
-from tlora_bench.errors import TloraBenchError, unknown_name_error
-
-INITS = ("gaussian", "svd")
-SVD_SOURCES = ("R", "W")  # R: a random matrix (the paper's choice); W: the frozen base weight (PiSSA-like)
-SVD_COMPONENTS = ("last", "top", "middle")  # which r singular triplets (paper Figure 5)
-
-
-@dataclass(frozen=True)
-class TLoRAConfig(AdapterConfig):
-    r: int = 64  # rank r of the update
-    r_min: int | None = None  # r_min: the rank at t = T; default r // 2 (the paper's default)
-    gamma: float = 1.0  # exponent of the rank schedule (authors' code; 1 = the paper's linear schedule)
-    mask: bool = True  # apply M_t: the rank depends on the timestep
-    init: str = "svd"  # "gaussian" (LoRA) or "svd" (orthogonal factors with frozen copies)
-    svd_source: str = "R"  # matrix whose SVD gives the factors: "R" random, "W" base weight
-    svd_components: str = "last"  # "last", "top" or "middle" r components of that SVD
-    alpha: float | None = None  # scale alpha / r; None: scale 1 (the authors' code)
-    num_train_timesteps: int = 1000  # T of the schedule: the scheduler's num_train_timesteps
-
-    def __post_init__(self) -> None:
-        r_min = check_rank_bounds(self.r, self.r_min)  # validates r for every member, r_min where it is used
-        object.__setattr__(self, "r_min", r_min if self.mask else self.r_min)
-        for key, value, allowed in (("init", self.init, INITS), ("svd_source", self.svd_source, SVD_SOURCES),
-                                    ("svd_components", self.svd_components, SVD_COMPONENTS)):
-            if value not in allowed:
-                raise unknown_name_error(f"{key} value", value, allowed)
-        if self.gamma <= 0:
-            raise TloraBenchError(f"gamma must be positive, got {self.gamma}")
-        if self.alpha is not None and self.alpha <= 0:  # a negative scale flips the update; zero removes it
-            raise TloraBenchError(f"alpha must be positive (the update is scaled by alpha / r), got {self.alpha}")
-        if self.num_train_timesteps < 1:
-            raise TloraBenchError(f"num_train_timesteps must be at least 1, got {self.num_train_timesteps}")
-
-    @property
-    def scale(self) -> float:
-        return 1.0 if self.alpha is None else self.alpha / self.r
+from tlora_bench.adapters.config import layer_seed
+from tlora_bench.adapters.layer import AdapterLayer
+from tlora_bench.adapters.timestep import TimestepState, rank_schedule
+from tlora_bench.adapters.tlora.config import TLoRAConfig
 
 
 def _svd_factors(matrix: torch.Tensor, r: int, components: str) -> tuple[torch.Tensor, ...]:
@@ -77,13 +40,6 @@ class TLoRALinear(AdapterLayer):
         out_features, in_features = base_layer.weight.shape
         r, device = config.r, base_layer.weight.device
         self.ortho = config.init == "svd"
-        # Checked before any tensor exists, so an absurd r is one line, not an allocation of its size; above
-        # min(out, in) the extra components add parameters and no rank.
-        if r > min(out_features, in_features):
-            most = min(out_features, in_features)
-            why = f"an SVD init has at most {most} components" if self.ortho else f"its update has rank at most {most}"
-            raise TloraBenchError(f"rank r={r} is impossible for layer '{name}' ({out_features}x{in_features}): "
-                                  f"{why}; lower r")
         self.timestep_dependent = config.mask
         self.A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.B = nn.Parameter(torch.empty(out_features, r, device=device, dtype=dtype))
@@ -194,14 +150,3 @@ class TLoRALinear(AdapterLayer):
     def extra_repr(self) -> str:
         config: TLoRAConfig = self.config
         return f"{super().extra_repr()}, r={config.r}, r_min={config.r_min}, mask={config.mask}"
-
-
-_FAMILY = dict(config_cls=TLoRAConfig, layer_cls=TLoRALinear, size_field="r", weight_decay=1e-4, lr=1e-4)
-register_method(MethodSpec(name="lora", summary="LoRA: ΔW = B A", fixed={"mask": False, "init": "gaussian"},
-                           steps=500, **_FAMILY))
-register_method(MethodSpec(name="vanilla-tlora", summary="Vanilla T-LoRA: ΔW_t = B M_t A",
-                           fixed={"mask": True, "init": "gaussian"}, steps=500, mergeable=False, **_FAMILY))
-register_method(MethodSpec(name="ortho-lora", summary="Ortho-LoRA: ΔW = B S A − B0 S0 A0 (SVD init)",
-                           fixed={"mask": False, "init": "svd"}, steps=800, **_FAMILY))
-register_method(MethodSpec(name="tlora", summary="T-LoRA: ΔW_t = B S M_t A − B0 S0 M_t A0 (paper eq. 6)",
-                           fixed={"mask": True, "init": "svd"}, steps=800, mergeable=False, **_FAMILY))

@@ -12,35 +12,12 @@ every adapter file and result records which OFT it is.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from importlib.metadata import version
-
 import torch
 from torch import nn
 
-from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
-from tlora_bench.adapters.registry import MethodSpec, register_method
+from tlora_bench.adapters.layer import AdapterLayer
+from tlora_bench.adapters.oft.config import OFTConfig
 from tlora_bench.adapters.timestep import TimestepState
-from tlora_bench.errors import TloraBenchError
-
-PEFT_VERSION = version("peft")
-
-
-@dataclass(frozen=True)
-class OFTConfig(AdapterConfig):
-    nblocks: int = dataclasses.field(
-        default=32, metadata={"help": "orthogonal blocks per layer (PEFT's r); block size = in_features / N"})
-    peft_version: str = ""  # PEFT whose OFT computed the rotation; set by make_config, kept in adapter files
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.nblocks, int) or self.nblocks < 1:
-            raise TloraBenchError(f"OFT needs a positive number of blocks, got nblocks={self.nblocks!r}")
-
-
-def block_counts(features: int) -> list[int]:
-    """Block counts that split `features` into equal blocks of at least 2 (a 1x1 rotation is the identity)."""
-    return [n for n in range(1, features // 2 + 1) if features % n == 0]
 
 
 def _peft_rotation(nblocks: int, in_features: int) -> nn.Module:
@@ -59,9 +36,6 @@ class OFTLinear(AdapterLayer):
                  state: TimestepState | None = None, init: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__(base_layer, config, name, state=state, init=init, dtype=dtype)
         in_features = base_layer.weight.shape[1]
-        if in_features % config.nblocks or in_features // config.nblocks < 2:
-            raise TloraBenchError(f"oft-{config.nblocks} is impossible for layer '{name}' (in_features "
-                                  f"{in_features}): valid block counts are {block_counts(in_features)}")
         device = base_layer.weight.device
         # PEFT creates its parameter on the CPU; moving it is cheap (at most r·b²/2 values) and makes meta work.
         self.oft_R = _peft_rotation(config.nblocks, in_features).to(device=device, dtype=dtype)
@@ -88,9 +62,3 @@ class OFTLinear(AdapterLayer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nblocks={self.config.nblocks}, block_size={self.oft_R.block_size}"
-
-
-register_method(MethodSpec(
-    name="oft", summary="OFT (PEFT): W' = W·Rᵀ, R block-diagonal Cayley, exact", config_cls=OFTConfig,
-    layer_cls=OFTLinear, size_field="nblocks", fixed={"peft_version": PEFT_VERSION},
-    steps=800, lr=1e-4, weight_decay=1e-4))  # docs/decisions.md section 3

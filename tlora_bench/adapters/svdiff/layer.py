@@ -20,57 +20,17 @@ inference. `memory_footprint` sizes all of this from layer shapes alone (meta de
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
-from tlora_bench.adapters.registry import MethodSpec, matches_target, register_method
+from tlora_bench.adapters.layer import AdapterLayer, layer_shape, layer_table
+from tlora_bench.adapters.svdiff.config import SVDiffConfig, spectral_kind, spectral_targets
 from tlora_bench.adapters.timestep import TimestepState
 from tlora_bench.errors import TloraBenchError
-
-MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_LAYERS = (nn.GroupNorm, nn.LayerNorm)
-
-
-@dataclass(frozen=True)
-class SVDiffConfig(AdapterConfig):
-    # Empty: every Linear, Conv and affine GroupNorm/LayerNorm of the model. Names (or dotted suffixes)
-    # restrict SVDiff to those layers.
-    target_modules: tuple[str, ...] = ()
-    norm_lr: float = 1e-6  # learning rate of the norm layers' scalar shifts (SVDiff's choice, docs/decisions.md §2)
-    # Store U and Vᵀ in adapter files (bit-exact reload on any machine, 13.7 GiB for SD-XL) instead of
-    # recomputing them from the frozen weight on load (7 MB files).
-    save_factors: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.norm_lr > 0:
-            raise TloraBenchError(f"norm_lr must be positive, got {self.norm_lr!r}")
-
-
-def _kind(module: nn.Module) -> str | None:
-    """'matrix' (Linear, Conv), 'norm' (GroupNorm, LayerNorm with a weight) or None (not adaptable)."""
-    if isinstance(module, MATRIX_LAYERS):
-        return "matrix"
-    if isinstance(module, NORM_LAYERS) and getattr(module, "weight", None) is not None:
-        return "norm"
-    return None
-
-
-def spectral_targets(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
-    """Every adaptable layer of `model`, or only those named by `config.target_modules` (which must be)."""
-    found = []
-    for name, module in model.named_modules():
-        if config.target_modules and not matches_target(name, config.target_modules):
-            continue
-        if _kind(module) is not None:
-            found.append((name, module))
-        elif config.target_modules:
-            raise TloraBenchError(f"target '{name}' is a {type(module).__name__}; svdiff adapts Linear, Conv and "
-                                  "affine GroupNorm/LayerNorm layers")
-    return found
 
 
 class SVDiffLayer(AdapterLayer):
@@ -79,7 +39,7 @@ class SVDiffLayer(AdapterLayer):
     def __init__(self, base_layer: nn.Module, config: SVDiffConfig, name: str, *,
                  state: TimestepState | None = None, init: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__(base_layer, config, name, state=state, init=init, dtype=dtype)
-        self.kind = _kind(base_layer)
+        self.kind = spectral_kind(layer_shape(name, base_layer))
         if self.kind is None:
             raise TloraBenchError(f"layer '{name}' is a {type(base_layer).__name__}; svdiff adapts Linear, Conv "
                                   "and affine GroupNorm/LayerNorm layers")
@@ -180,19 +140,13 @@ def memory_footprint(model: nn.Module) -> MemoryFootprint:
     W_δ at a time (`largest_weight`).
     """
     layers = norms = weights = factors = shifts = largest = 0
-    for _, module in spectral_targets(model, SVDiffConfig(method="svdiff")):
-        numel = module.weight.numel()
+    for layer in spectral_targets(layer_table(model), SVDiffConfig(method="svdiff")):
+        numel = math.prod(layer.shape)
         weights, largest = weights + numel, max(largest, numel)
-        if _kind(module) == "norm":
+        if spectral_kind(layer) == "norm":
             norms, factors, shifts = norms + 1, factors + 1, shifts + 1
             continue
-        rows, cols = module.weight.shape[0], numel // module.weight.shape[0]
+        rows, cols = layer.shape[0], numel // layer.shape[0]
         rank = min(rows, cols)
         layers, factors, shifts = layers + 1, factors + rank * (rows + cols + 1), shifts + rank
     return MemoryFootprint(layers, norms, weights, factors, shifts, largest)
-
-
-register_method(MethodSpec(
-    name="svdiff", summary="SVDiff: W_δ = U·diag(ReLU(σ+δ))·Vᵀ on every Linear/Conv, scalar shift per norm",
-    config_cls=SVDiffConfig, layer_cls=SVDiffLayer, find_targets=spectral_targets,
-    steps=1600, lr=1e-3, weight_decay=0.01))  # docs/decisions.md sections 2-3 (AdamW, eps 1e-8)

@@ -20,35 +20,14 @@ matmul over the k blocks), never in a Python loop.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlora_bench.adapters.layer import AdapterConfig, AdapterLayer
-from tlora_bench.adapters.oft import block_counts
-from tlora_bench.adapters.registry import MethodSpec, matches_target, register_method
+from tlora_bench.adapters.config import matches_target
+from tlora_bench.adapters.gsoft.config import OUTPUT_PROJECTIONS, GSOFTConfig
+from tlora_bench.adapters.layer import AdapterLayer
 from tlora_bench.adapters.timestep import TimestepState
-from tlora_bench.errors import TloraBenchError
-
-# Output projections: the authors' processors add their bias after the rotation and the scale (FLUX's
-# to_add_out is the context stream's to_out.0).
-OUTPUT_PROJECTIONS = ("to_out.0", "to_add_out")
-
-
-@dataclass(frozen=True)
-class GSOFTConfig(AdapterConfig):
-    nblocks: int = dataclasses.field(
-        default=64, metadata={"help": "blocks k per block-diagonal factor; block size b = features / k"})
-    double_sided: bool = True  # also rotate the output side (G_out); the official example's choice
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.nblocks, int) or self.nblocks < 1:
-            raise TloraBenchError(f"GSOFT needs a positive number of blocks, got nblocks={self.nblocks!r}")
-        if not isinstance(self.double_sided, bool):
-            raise TloraBenchError(f"double_sided must be true or false, got {self.double_sided!r}")
 
 
 def cayley(x: torch.Tensor) -> torch.Tensor:
@@ -91,11 +70,6 @@ class GSOFTLinear(AdapterLayer):
         super().__init__(base_layer, config, name, state=state, init=init, dtype=dtype)
         out_features, in_features = base_layer.weight.shape
         sides = {"in": in_features, "out": out_features} if config.double_sided else {"in": in_features}
-        for side, features in sides.items():
-            if features % config.nblocks or features // config.nblocks < 2:  # a 1x1 Cayley block is always I
-                raise TloraBenchError(
-                    f"gsoft-{config.nblocks} is impossible for layer '{name}' ({side}_features {features}): "
-                    f"valid block counts are {block_counts(features)}")
         device = base_layer.weight.device
         for side, features in sides.items():  # X of each Cayley factor, one (b x b) matrix per block
             block = features // config.nblocks
@@ -189,8 +163,3 @@ class GSOFTLinear(AdapterLayer):
         config: GSOFTConfig = self.config
         return (f"{super().extra_repr()}, nblocks={config.nblocks}, double_sided={config.double_sided}, "
                 f"bias={'outside' if self.bias_outside else 'inside'}")
-
-
-register_method(MethodSpec(
-    name="gsoft", summary="GSOFT: W' = diag(s)·G_out·W·G_in, G group-and-shuffle Cayley", config_cls=GSOFTConfig,
-    layer_cls=GSOFTLinear, size_field="nblocks", steps=800, lr=1e-4, weight_decay=1e-4))  # docs/decisions.md §3

@@ -1,0 +1,1 @@
+"""gsoft: `config` (its hyperparameters and registration, no torch) and `layer` (its torch layer)."""

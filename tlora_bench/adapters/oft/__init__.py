@@ -1,0 +1,1 @@
+"""oft: `config` (its hyperparameters and registration, no torch) and `layer` (its torch layer)."""

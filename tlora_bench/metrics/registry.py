@@ -1,0 +1,222 @@
+"""The metrics a benchmark reports, in one registry: every list of metric names, labels and columns reads it.
+
+The six built-ins follow docs/decisions.md section 5 (IS, masked IS, DINO-IS, masked DINO-IS, TS, TS class
+kept); aggregation per concept follows section 5.5 and docs/evaluation.md. Adding a metric is one call:
+
+    register_metric(Metric("sharpness", "sharpness", scale="variance of the Laplacian, 0..",
+                           score="my_package.metrics:sharpness"))
+
+Its per-image column, its per_prompt / per_concept / per_method rows, the leaderboard columns
+`<name>_mean`, `<name>_ci_low`, `<name>_ci_high`, the report tables and the HTML page follow from that call.
+Importing this module loads neither torch nor PIL (the evaluator and the report are not needed to list metrics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tlora_bench.errors import TloraBenchError, unknown_name_error
+from tlora_bench.registry import Registry, resolve_object
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from tlora_bench.concepts.manifest import Concept
+
+AGGREGATIONS = ("base", "contextual")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# Columns the tables already hold: a metric named like one would overwrite it.
+RESERVED_NAMES = frozenset({
+    "concept", "class_word", "method_label", "method", "rank", "template", "prompt_kind", "image_index", "seed",
+    "file", "file_sha256", "ts_text", "ts_text_class_kept", "gen_mask_fallback", "n_real", "real_mask_fallbacks",
+    "n_images", "gen_mask_fallbacks", "n_base_images", "n_ts_prompts", "metric", "mean", "ci_low", "ci_high",
+    "n_concepts", "ci_level", "bootstrap_resamples", "bootstrap_seed", "size", "train_images", "model",
+    "incomplete", "incomplete_reason", "paper_table",
+})
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """What a score hook sees for one generated image."""
+
+    image: Image.Image  # the generated image, RGB
+    path: Path  # its file
+    prompt: str  # the text the model was given (images.jsonl `prompt`; else the template with "sks <class word>")
+    template: str  # the prompt template with {0}, as images.jsonl holds it
+    concept: Concept
+    real_images: tuple[Image.Image, ...]  # the concept's readable real images (per --real-set), RGB
+
+
+@dataclass(frozen=True)
+class PaperColumn:
+    """The column of the paper's tables (`paper_tables.csv`, docs/decisions.md section 8) a metric sits beside."""
+
+    column: str  # e.g. "is": the report writes paper_is and is_minus_paper
+    label: str  # what a reader sees, e.g. "IS"
+
+
+ScoreHook = Callable[[MetricInput], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported metric.
+
+    `name` is the column stem (per-image column, `metric` value in per_method.csv, leaderboard `<name>_mean`);
+    `label` what a reader sees; `scale` its unit and range, in words; `higher_is_better` its direction (true of
+    every built-in). `aggregation` says how a concept's score comes from its prompts' (each a mean over its
+    images): "base", the base prompt's value (as IS), or "contextual", the mean over the contextual prompts,
+    each weighted once (as TS). A method's score is the mean over concepts with a bootstrap interval, for every
+    metric alike. `paper`: the paper's column it is compared with, if any (at most one metric per column).
+    `headline`: a column of leaderboard.md.
+
+    `score` is None for the built-ins, which the evaluator computes from CLIP and DINO embeddings. Any other
+    metric needs it: a callable, or a lazy "module:attr" string imported on first use, called as
+    `score(item: MetricInput) -> float` once for every readable generated image (every prompt: `aggregation`
+    decides which prompts count). NaN means "no value" and is left out of the means. An exception raised by
+    the hook stops the evaluation with a one-line TloraBenchError naming the metric and the image.
+    """
+
+    name: str
+    label: str
+    higher_is_better: bool = True
+    scale: str = ""
+    aggregation: str = "base"
+    paper: PaperColumn | None = None
+    headline: bool = True
+    score: ScoreHook | str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
+            raise TloraBenchError(f"metric name {self.name!r} must be lower-case letters, digits and '_', starting "
+                                  "with a letter, and not a column the tables already hold")
+        if self.aggregation not in AGGREGATIONS:
+            raise unknown_name_error(f"aggregation of metric '{self.name}'", self.aggregation, AGGREGATIONS)
+        if isinstance(self.score, str) and ":" not in self.score:
+            raise TloraBenchError(f"score hook of metric '{self.name}' must be 'module:attr', got {self.score!r}")
+
+    @property
+    def builtin(self) -> bool:
+        """Computed by the evaluator itself (no score hook)."""
+        return self.score is None
+
+    def scorer(self) -> ScoreHook:
+        """The score hook, imported now if it was given as "module:attr"; a one-line error if it cannot be."""
+        if self.score is None:
+            raise TloraBenchError(f"metric '{self.name}' is built in: it has no score hook")
+        return _load_hook(self.name, self.score) if isinstance(self.score, str) else self.score
+
+    def compute(self, item: MetricInput) -> float:
+        """The hook's score of one image, as a float; any failure is one line naming the metric and the image."""
+        hook = self.scorer()
+        try:
+            return float(hook(item))
+        except Exception as e:  # a plugin's bug must not become a traceback in the middle of an evaluation
+            raise TloraBenchError(f"metric '{self.name}' failed on '{item.path}' ({_one_line(e)}); fix its score "
+                                  "hook or leave the metric out") from None
+
+    @property
+    def hook_name(self) -> str:
+        """Where the hook lives, for provenance: "module:attr" ('' for the built-ins)."""
+        if self.score is None or isinstance(self.score, str):
+            return self.score or ""
+        return f"{getattr(self.score, '__module__', '?')}:{getattr(self.score, '__qualname__', repr(self.score))}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@functools.cache
+def _load_hook(name: str, spec: str) -> ScoreHook:
+    try:
+        hook = resolve_object(spec, f"metric '{name}': its score hook")
+    except TloraBenchError:
+        raise
+    except Exception as e:  # the plugin module's own import-time failure
+        raise TloraBenchError(f"metric '{name}': cannot load its score hook '{spec}' ({_one_line(e)})") from None
+    if not callable(hook):
+        raise TloraBenchError(f"metric '{name}': its score hook '{spec}' is not callable")
+    return hook
+
+
+METRICS: Registry[Metric] = Registry("metric", entry_points="tlora_bench.metrics", item_type=Metric)
+_BUILTINS: list[Metric] = []  # filled below; only these may come without a score hook
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add a metric after those registered so far (tables and reports list metrics in registration order)."""
+    if metric.builtin and metric not in _BUILTINS:
+        raise TloraBenchError(f"metric '{metric.name}' has no score hook: only the built-in metrics "
+                              f"({', '.join(m.name for m in _BUILTINS)}) are computed without one")
+    if metric.paper is not None and any(m.paper and m.paper.column == metric.paper.column for m in metrics()):
+        raise TloraBenchError(f"metric '{metric.name}': another metric already sits beside the paper's "
+                              f"'{metric.paper.column}' column")
+    return METRICS.register(metric.name, metric)
+
+
+def metrics(aggregation: str | None = None) -> list[Metric]:
+    """The registered metrics in order, or only those aggregated as `aggregation` ("base" or "contextual")."""
+    every = [METRICS.get(name) for name in METRICS.names()]
+    return every if aggregation is None else [m for m in every if m.aggregation == aggregation]
+
+
+def metric_names(aggregation: str | None = None) -> list[str]:
+    """The registered metric names (column stems) in order, optionally only one aggregation's."""
+    return [m.name for m in metrics(aggregation)]
+
+
+def get_metric(name: str) -> Metric:
+    """A registered metric; an unknown name gets a did-you-mean error."""
+    return METRICS.get(name)
+
+
+def paper_metrics() -> list[Metric]:
+    """The metrics set beside one of the paper's columns, in order."""
+    return [m for m in metrics() if m.paper is not None]
+
+
+def headline_metrics() -> list[Metric]:
+    """The metrics of the short markdown leaderboard, in order."""
+    return [m for m in metrics() if m.headline]
+
+
+def hook_metrics() -> list[Metric]:
+    """The metrics computed by a score hook, in order."""
+    return [m for m in metrics() if not m.builtin]
+
+
+@contextlib.contextmanager
+def registered_metric(metric: Metric) -> Iterator[Metric]:
+    """Register `metric` for the duration of the block only (tests): outside it, the registry is as before."""
+    registered = register_metric(metric)
+    try:
+        yield registered
+    finally:
+        METRICS.unregister(metric.name)
+
+
+_COSINE = "cosine similarity, -1..1"
+
+
+METRICS.register_plugin = register_metric
+
+
+def _builtin(metric: Metric) -> None:
+    _BUILTINS.append(metric)
+    register_metric(metric)
+
+
+_builtin(Metric("is", "CLIP-IS", scale=_COSINE, headline=False))
+_builtin(Metric("is_masked", "CLIP-IS (masked)", scale=_COSINE, paper=PaperColumn("is", "IS")))
+_builtin(Metric("dino_is", "DINO-IS", scale=_COSINE, headline=False))
+_builtin(Metric("dino_is_masked", "DINO-IS (masked)", scale=_COSINE, paper=PaperColumn("dino_is", "DINO-IS")))
+_builtin(Metric("ts", "TS", scale=_COSINE, aggregation="contextual", paper=PaperColumn("ts", "TS")))
+_builtin(Metric("ts_class_kept", "TS (class kept)", scale=_COSINE, aggregation="contextual", headline=False))

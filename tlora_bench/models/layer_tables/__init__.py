@@ -1,0 +1,1 @@
+"""Bundled layer tables of the registered backends (`tlora_bench.models.spec.BackendSpec.layer_table`)."""
