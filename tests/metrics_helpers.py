@@ -139,3 +139,13 @@ def save_tiny_grounded_sam(folder: Path) -> tuple[Path, Path]:
                                    mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
                  ).save_pretrained(sam_dir)
     return detector_dir, sam_dir
+
+
+def make_project(root: Path) -> tuple[Path, Path]:
+    """A user manifest with two tiny concepts, and generated images of two methods (tlora-64 on both, lora on one)."""
+    manifest = make_concepts(root)
+    gen = root / "gen"
+    write_generated(gen, "tlora-64", "rex", {BASE: 3, JUNGLE: 2, BEACH: 2}, rank=64, method="tlora")
+    write_generated(gen, "tlora-64", "mug", {BASE: 2, JUNGLE: 2}, rank=64, method="tlora", seed=1)
+    write_generated(gen, "lora", "rex", {BASE: 2, JUNGLE: 1}, seed=2)
+    return manifest, gen

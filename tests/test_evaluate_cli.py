@@ -15,11 +15,10 @@ from PIL import Image
 from tests.cli_helpers import assert_one_line_error as _one_line_error
 from tests.metrics_helpers import (
     BASE,
-    BEACH,
     JUNGLE,
     make_concepts,
+    make_project,
     save_tiny_grounded_sam,
-    write_generated,
 )
 from tlora_bench.cli import main
 from tlora_bench.errors import EXIT_INCOMPLETE
@@ -40,13 +39,7 @@ def run(*args: str):
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, Path]:
-    """A user manifest with two tiny concepts, and generated images of two methods."""
-    manifest = make_concepts(tmp_path)
-    gen = tmp_path / "gen"
-    write_generated(gen, "tlora-64", "rex", {BASE: 3, JUNGLE: 2, BEACH: 2}, rank=64, method="tlora")
-    write_generated(gen, "tlora-64", "mug", {BASE: 2, JUNGLE: 2}, rank=64, method="tlora", seed=1)
-    write_generated(gen, "lora", "rex", {BASE: 2, JUNGLE: 1}, seed=2)
-    return manifest, gen
+    return make_project(tmp_path)
 
 
 def _evaluate(manifest: Path, gen: Path, *extra: str):

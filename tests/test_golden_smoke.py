@@ -29,3 +29,16 @@ def test_smoke_leaderboard_matches_the_golden_file(tmp_path):
                 assert got == pytest.approx(want, rel=1e-6, abs=1e-9), f"{label} {column}"
             else:
                 assert got == want, f"{label} {column}"
+    _ranks_are_integers(tmp_path / "smoke")
+
+
+def _ranks_are_integers(run: Path) -> None:
+    """Every CSV writes ranks and sizes as integers ("4"), empty for methods without one; never "4.0"."""
+    import csv
+
+    for path in sorted(run.rglob("*.csv")):
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                for column in ("rank", "size", "train_images"):
+                    value = row.get(column) or ""
+                    assert value == "" or value.isdigit(), f"{path.relative_to(run)} {column}={value!r}"

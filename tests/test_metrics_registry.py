@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.metrics_helpers import BASE, BEACH, JUNGLE, brightness, make_concepts, write_generated
+from tests.metrics_helpers import BASE, brightness, make_project
 from tlora_bench.concepts.manifest import load_manifest
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.metrics import aggregate, bootstrap_ci
@@ -114,12 +114,7 @@ def test_a_lazy_hook_resolves_and_a_bad_one_is_one_line_naming_the_metric(tmp_pa
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, Path]:
-    manifest = make_concepts(tmp_path)
-    gen = tmp_path / "gen"
-    write_generated(gen, "tlora-64", "rex", {BASE: 3, JUNGLE: 2, BEACH: 2}, rank=64, method="tlora")
-    write_generated(gen, "tlora-64", "mug", {BASE: 2, JUNGLE: 2}, rank=64, method="tlora", seed=1)
-    write_generated(gen, "lora", "rex", {BASE: 2, JUNGLE: 1}, seed=2)
-    return manifest, gen
+    return make_project(tmp_path)
 
 
 def _evaluate(manifest: Path, gen: Path):

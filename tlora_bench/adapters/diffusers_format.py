@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save
 
 from tlora_bench.adapters.model import adapter_config, adapter_layers
+from tlora_bench.adapters.registry import METHODS, low_rank_methods
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import atomic_write_bytes
 
@@ -22,9 +23,10 @@ def diffusers_lora_state_dict(model: torch.nn.Module, prefix: str = "unet",
                               dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Keys "<prefix>.<module>.lora_A.weight" / "lora_B.weight", as diffusers writes them for a UNet."""
     config = adapter_config(model)
-    if config.method not in ("lora", "ortho-lora"):
+    exportable = [name for name in low_rank_methods() if METHODS.get(name).mergeable]
+    if config.method not in exportable:
         raise TloraBenchError(f"'{config.method}' has no diffusers LoRA form (its update depends on the timestep "
-                              "or is not low-rank); only lora and ortho-lora export")
+                              f"or is not low-rank); only {' and '.join(exportable)} export")
     state = {}
     for name, layer in adapter_layers(model).items():
         down, up = layer.low_rank_factors(config.r)

@@ -86,7 +86,10 @@ def per_method(concepts: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, l
                          "mean": float(values.mean()) if values.size else float("nan"),
                          "ci_low": low, "ci_high": high, "n_concepts": int(values.size),
                          "ci_level": level, "bootstrap_resamples": n_resamples, "bootstrap_seed": seed})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "rank" in table:  # integers, empty for methods without a rank (a column with gaps is float otherwise)
+        table["rank"] = table["rank"].astype("Int64")
+    return table
 
 
 def __getattr__(name: str) -> Any:

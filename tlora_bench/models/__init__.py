@@ -1,4 +1,4 @@
-"""Model backends, registered by name: `RunConfig.model` and `--model` are checked against `BACKENDS`.
+"""The bundled model backends, registered by name in `BACKENDS` (tlora_bench/models/registry.py).
 
 Specs are plain data, so listing and validating names imports no model code (no torch); `load_backend` imports
 the backend's module and loads its weights (from the hub id, a local folder, or, for tiny models, a folder
@@ -10,23 +10,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tlora_bench.models.registry import (
+    BACKENDS,
+    backend_names,
+    backend_spec,
+    denoiser_skeleton,
+    is_tiny,
+    load_backend,
+    register_backend,
+)
 from tlora_bench.models.spec import BackendSpec
-from tlora_bench.registry import Registry
 
-BACKENDS: Registry[BackendSpec] = Registry("model backend", entry_points="tlora_bench.backends",
-                                           item_type=BackendSpec)
 FLUX_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj")
 FLUX_STEPS = {"lora": 400, "vanilla-tlora": 500, "tlora": 500}  # the authors' FLUX commands (docs/decisions.md §3)
 
 
-def register_backend(spec: BackendSpec) -> BackendSpec:
-    BACKENDS.register(spec.name, spec)
-    for alias in spec.aliases:
-        BACKENDS.register(alias, spec)
-    return spec
-
-
-BACKENDS.register_plugin = register_backend
 register_backend(BackendSpec(
     name="sdxl", summary="Stable Diffusion XL base 1.0 (the paper's main model)",
     loader="tlora_bench.models.sdxl:SDXLBackend", hub_id="stabilityai/stable-diffusion-xl-base-1.0",
@@ -47,38 +45,6 @@ register_backend(BackendSpec(
     loader="tlora_bench.models.flux:FluxBackend", hub_id=None, skeleton="tlora_bench.models.tiny:tiny_flux_transformer",
     bundled_table=True, resolution=32, num_inference_steps=4, guidance_scale=3.5, optimizer="prodigy",
     adapter_targets=FLUX_TARGETS, default_steps=FLUX_STEPS, default_r_min=1))
-
-
-def backend_spec(name: str) -> BackendSpec:
-    """The spec of a backend name or alias; an unknown name is a did-you-mean error."""
-    return BACKENDS.get(name)
-
-
-def is_tiny(name: str) -> bool:
-    """Whether a backend is a tiny random model (no hub weights: built locally for tests and smoke runs)."""
-    return backend_spec(name).tiny
-
-
-def backend_names() -> list[str]:
-    """Canonical names, without aliases."""
-    return [name for name in BACKENDS if BACKENDS.get(name).name == name]
-
-
-def denoiser_skeleton(name: str) -> Any:
-    """The backend's denoiser with the real module tree and shapes, built without weights (the meta device for
-    SD-XL and FLUX): for counting parameters. Its spec names the builder; a spec without one is an error."""
-    return backend_spec(name).build_skeleton()
-
-
-def load_backend(name: str, *, source: str | None = None, revision: str | None = None,
-                 vae_source: str | None = None, precision: str = "fp32", device: str = "auto") -> Any:
-    """Load a backend's model (a DiffusionBackend): from `source` (a hub id or local folder), else the spec's
-    default."""
-    from tlora_bench.devices import resolve_device
-
-    spec = backend_spec(name)
-    return spec.backend_class().load(spec, source=source, revision=revision, vae_source=vae_source,
-                                     precision=precision, device=resolve_device(device))
 
 
 _LAZY = ("DiffusionBackend", "TrainingExample", "model_load_error")  # torch-side names of models.backend

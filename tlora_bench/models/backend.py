@@ -138,8 +138,19 @@ class DiffusionBackend:
         """The conditioning of one prompt (batch 1), computed once: the text encoders are frozen."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def encode_training_image(self, path: str | Path) -> TrainingExample:
-        raise NotImplementedError
+        """The training recipe's preprocessing, then the VAE's latent distribution (kept on the CPU, in fp32)."""
+        prepared = prepare_training_image(path, self.spec.resolution)
+        vae = self.pipeline.vae
+        pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
+        distribution = vae.encode(pixels).latent_dist
+        return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu(),
+                               self.image_conditioning(prepared))
+
+    def image_conditioning(self, prepared: PreparedImage) -> dict[str, torch.Tensor]:
+        """Per-image conditioning beside the latent (SD-XL's micro-conditioning); none by default (FLUX)."""
+        return {}
 
     def sample_latents(self, examples: Sequence[TrainingExample], generator: torch.Generator) -> torch.Tensor:
         """A draw from each example's latent distribution, scaled as the denoiser expects."""

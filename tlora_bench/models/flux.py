@@ -9,20 +9,17 @@ timestep hook maps it back.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.models.backend import (
-    BackendSpec,
     DiffusionBackend,
     TrainingExample,
-    image_to_tensor,
     load_diffusers_pipeline,
-    prepare_training_image,
 )
+from tlora_bench.models.spec import BackendSpec
 
 # The embedded guidance of training: 1, as in the authors' FLUX trainer and diffusers' documented FLUX
 # DreamBooth-LoRA commands (--guidance_scale=1); sampling keeps FLUX.1-dev's 3.5 (docs/decisions.md §3).
@@ -77,15 +74,6 @@ class FluxBackend(DiffusionBackend):
             embeds, pooled, text_ids = self.pipeline.encode_prompt(prompt, prompt_2=None, device=self.device,
                                                                    num_images_per_prompt=1)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "text_ids": text_ids}
-
-    @torch.no_grad()
-    def encode_training_image(self, path: str | Path) -> TrainingExample:
-        prepared = prepare_training_image(path, self.spec.resolution)
-        vae = self.pipeline.vae
-        pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
-        distribution = vae.encode(pixels).latent_dist
-        # No micro-conditioning in FLUX: the latent distribution is all there is.
-        return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu())
 
     def sample_latents(self, examples: Sequence[TrainingExample], generator: torch.Generator) -> torch.Tensor:
         mean = torch.cat([e.latent_mean for e in examples])

@@ -8,67 +8,30 @@ of RAM: `sdxl_unet_on_meta()` has the real module tree, with tensors that have s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from tlora_bench.models.backend import (
-    BackendSpec,
-    DiffusionBackend,
-    TrainingExample,
-    image_to_tensor,
-    load_diffusers_pipeline,
-    prepare_training_image,
-)
+from tlora_bench.models.backend import DiffusionBackend, PreparedImage, TrainingExample, load_diffusers_pipeline
+from tlora_bench.models.spec import BackendSpec
 
 # stable-diffusion-xl-base-1.0, unet/config.json (diffusers UNet2DConditionModel): 2,567,463,684 parameters.
 SDXL_UNET_CONFIG: dict[str, Any] = dict(
-    act_fn="silu",
-    addition_embed_type="text_time",
-    addition_embed_type_num_heads=64,
-    addition_time_embed_dim=256,
-    attention_head_dim=(5, 10, 20),
-    block_out_channels=(320, 640, 1280),
-    center_input_sample=False,
-    class_embed_type=None,
-    class_embeddings_concat=False,
-    conv_in_kernel=3,
-    conv_out_kernel=3,
-    cross_attention_dim=2048,
-    cross_attention_norm=None,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    downsample_padding=1,
-    dual_cross_attention=False,
-    encoder_hid_dim=None,
-    encoder_hid_dim_type=None,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    in_channels=4,
-    layers_per_block=2,
-    mid_block_only_cross_attention=None,
-    mid_block_scale_factor=1,
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    norm_eps=1e-05,
-    norm_num_groups=32,
-    num_attention_heads=None,
-    num_class_embeds=None,
-    only_cross_attention=False,
-    out_channels=4,
+    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
+    attention_head_dim=(5, 10, 20), block_out_channels=(320, 640, 1280), center_input_sample=False,
+    class_embed_type=None, class_embeddings_concat=False, conv_in_kernel=3, conv_out_kernel=3,
+    cross_attention_dim=2048, cross_attention_norm=None,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"), downsample_padding=1,
+    dual_cross_attention=False, encoder_hid_dim=None, encoder_hid_dim_type=None, flip_sin_to_cos=True, freq_shift=0,
+    in_channels=4, layers_per_block=2, mid_block_only_cross_attention=None, mid_block_scale_factor=1,
+    mid_block_type="UNetMidBlock2DCrossAttn", norm_eps=1e-05, norm_num_groups=32, num_attention_heads=None,
+    num_class_embeds=None, only_cross_attention=False, out_channels=4,
     projection_class_embeddings_input_dim=2816,  # pooled text (1280) + 6 micro-conditioning values x 256
-    resnet_out_scale_factor=1.0,
-    resnet_skip_time_act=False,
-    resnet_time_scale_shift="default",
-    sample_size=128,
-    time_cond_proj_dim=None,
-    time_embedding_act_fn=None,
-    time_embedding_dim=None,
-    time_embedding_type="positional",
-    timestep_post_act=None,
-    transformer_layers_per_block=(1, 2, 10),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    upcast_attention=None,
+    resnet_out_scale_factor=1.0, resnet_skip_time_act=False, resnet_time_scale_shift="default", sample_size=128,
+    time_cond_proj_dim=None, time_embedding_act_fn=None, time_embedding_dim=None, time_embedding_type="positional",
+    timestep_post_act=None, transformer_layers_per_block=(1, 2, 10),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), upcast_attention=None,
     use_linear_projection=True,
 )
 
@@ -116,17 +79,11 @@ class SDXLBackend(DiffusionBackend):
                                                                do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    @torch.no_grad()
-    def encode_training_image(self, path: str | Path) -> TrainingExample:
-        prepared = prepare_training_image(path, self.spec.resolution)
-        vae = self.pipeline.vae
-        pixels = image_to_tensor(prepared.image).to(self.device, vae.dtype)
-        distribution = vae.encode(pixels).latent_dist
+    def image_conditioning(self, prepared: PreparedImage) -> dict[str, torch.Tensor]:
         # docs/decisions.md §3: add_time_ids = (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
         size = self.spec.resolution
-        time_ids = torch.tensor([[*prepared.original_size, *prepared.crop_top_left, size, size]], dtype=torch.float32)
-        return TrainingExample(str(path), distribution.mean.float().cpu(), distribution.std.float().cpu(),
-                               {"time_ids": time_ids})
+        return {"time_ids": torch.tensor([[*prepared.original_size, *prepared.crop_top_left, size, size]],
+                                         dtype=torch.float32)}
 
     def sample_latents(self, examples: Sequence[TrainingExample], generator: torch.Generator) -> torch.Tensor:
         mean = torch.cat([e.latent_mean for e in examples])

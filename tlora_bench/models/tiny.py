@@ -202,7 +202,7 @@ TINY_BUILDERS = {"tiny-sdxl": "tiny_sdxl_pipeline", "tiny-flux": "tiny_flux_pipe
 def check_tiny_cache(name: str) -> Path:
     """The cache folder of a tiny model; unless it is complete, the cache must be writable (an unusable cache is
     one line naming it and $TLORA_BENCH_CACHE): cheap, so callers check it before any work."""
-    from tlora_bench.concepts.data_root import cache_dir, writable_cache_dir
+    from tlora_bench.cache import cache_dir, writable_cache_dir
 
     folder = cache_dir() / "models" / f"{name}-v{TINY_FOLDER_VERSION}"
     if not (folder / "model_index.json").is_file():

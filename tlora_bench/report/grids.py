@@ -72,14 +72,14 @@ def _base_template(run: RunFolder) -> str:
 
 def _manifest(run: RunFolder):
     """The run's concept manifest, or None when it cannot be found."""
-    from tlora_bench.concepts import bundled_manifest, load_manifest
+    from tlora_bench.concepts.manifest import manifest_for, manifest_path_of
     from tlora_bench.errors import TloraBenchError
 
-    spec = str((run.config or {}).get("concepts") or "")
+    path = manifest_path_of(str((run.config or {}).get("concepts") or ""))
     try:
-        if spec.endswith(".toml"):
-            return load_manifest(spec)
-        manifest = bundled_manifest()
+        manifest = manifest_for(path)
+        if path:
+            return manifest
         name = ((run.evaluation or {}).get("provenance") or {}).get("manifest")
         return manifest if run.config is not None or name in (None, manifest.name) else None
     except (TloraBenchError, OSError):

@@ -91,7 +91,10 @@ def leaderboard(run: RunFolder) -> pd.DataFrame:
         row["incomplete"], row["incomplete_reason"] = bool(reason), reason
         row.update(_paper_columns(paper_match(key, run.model), row))
         rows.append(row)
-    return pd.DataFrame(rows)
+    board = pd.DataFrame(rows)
+    for column in ("rank", "size", "train_images"):  # integers, empty where a method has none (never 4.0)
+        board[column] = board[column].astype("Int64")
+    return board
 
 
 def _paper_columns(paper: pd.Series | None, row: dict[str, Any]) -> dict[str, Any]:

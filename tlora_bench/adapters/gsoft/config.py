@@ -1,22 +1,5 @@
-"""GSOFT: Group-and-Shuffle orthogonal fine-tuning (Gorbunov et al. 2024; docs/decisions.md section 2).
-
-    G    = Pᵀ · blockdiag(L_1..L_k) · P · blockdiag(R_1..R_k)      an orthogonal n x n matrix
-    L_i  = (I + S)(I − S)⁻¹,  S = ½(X − Xᵀ)                         Cayley of a skew matrix; X = 0 at init
-    W'   = diag(s) · W · G_in                                       single-sided
-    W'   = diag(s) · G_out · W · G_in                               double-sided (default)
-    b'   = diag(s) · [G_out ·] b                                    q/k/v with a bias (FLUX's)
-    b'   = b                                                        an output projection (to_out.0)
-
-The bias sits where the authors' attention processors put it, per projection (docs/decisions.md §2): q/k/v call
-`attn.to_q(x)` with the bias inside, so their bias is rotated and scaled with the output,
-diag(s) · G_out · (W · G_in · x + b); the output projection is `F.linear(x, W)` then the scale, with its bias
-added last, unrotated: diag(s) · G_out · W · G_in · x + b. Merging folds both into the layer: weight W' and
-bias b'. SD-XL's attention projections have no bias but to_out.0.
-P is the perfect shuffle: view the n-vector as (b, k) and transpose, so each block of the second factor
-mixes entries from different blocks of the first. s is a learnable per-output-channel scale (ones at init).
-Not in PEFT: written here. Every block of a factor is processed at once (batched solve and batched
-matmul over the k blocks), never in a Python loop.
-"""
+"""GSOFT's hyperparameters, the block rule of a layer and its registration (the formulas: `layer.py`;
+docs/decisions.md section 2). No torch."""
 
 from __future__ import annotations
 

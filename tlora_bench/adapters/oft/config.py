@@ -1,14 +1,5 @@
-"""OFT through PEFT's own rotation module (docs/decisions.md section 2).
-
-    W' = W · Rᵀ,   R = blockdiag(R_1 .. R_r),   R_i = (I − Q_i)(I + Q_i)⁻¹,   Q_i skew, zero at init
-
-Decision (docs/decisions.md §2): PEFT `OFTConfig(r=N, oft_block_size=0, coft=False, use_cayley_neumann=False)` on the
-same four attention linears as T-LoRA. "OFT-32" means r = 32 blocks, each of size in_features / 32. The
-rotation is PEFT's `OFTRotationModule` (exact Cayley through a batched solve), wrapped in our
-`AdapterLayer` so it saves, loads and merges like every other method. Current PEFT rotates the input side
-(the authors pinned PEFT 0.7.0, which rotated the output side); the PEFT version is part of the config, so
-every adapter file and result records which OFT it is.
-"""
+"""OFT's hyperparameters (the number of blocks), the block rule of a layer and its registration (the formula:
+`layer.py`; docs/decisions.md section 2). No torch."""
 
 from __future__ import annotations
 

@@ -1,22 +1,5 @@
-"""SVDiff: spectral shifts of every Linear, Conv and norm layer (Han et al. 2023; docs/decisions.md section 2).
-
-    W   = U · diag(σ) · Vᵀ                       thin SVD of the frozen weight, once, at attach (fp32)
-    W_δ = U · diag(ReLU(σ + δ)) · Vᵀ             δ trainable, zeros at init
-        = W + U · diag(ReLU(σ + δ) − σ) · Vᵀ     the form computed: exactly W at init, in any dtype
-
-Conv weights are flattened to (out, in·kh·kw). A norm layer's weight w, seen as a 1 x C matrix, has the one
-singular value ‖w‖, so it gets one scalar shift: W_δ = w · ReLU(‖w‖ + δ) / ‖w‖.
-
-Files: by default an adapter file holds δ and σ only (7 MB for SD-XL, SVDiff's "compact parameter space");
-U and Vᵀ are recomputed from the frozen base weight on load, and the file's σ must match the recomputed one,
-so an adapter never loads onto another base model. U·diag(·)·Vᵀ does not depend on the sign convention of
-the SVD, so a reload equals the trained adapter up to floating-point rounding of the SVD (bit for bit on the
-same device and software). `save_factors=True` stores U and Vᵀ too (13.7 GiB for SD-XL) for a reload that
-is bit-exact anywhere.
-A forward pass builds W_δ once (one fused addmm) and calls the base op with it: W_δ is the one extra
-weight-sized tensor per layer, kept by autograd for the backward pass in training and freed at once in
-inference. `memory_footprint` sizes all of this from layer shapes alone (meta device).
-"""
+"""SVDiff's hyperparameters, the layers it adapts (chosen from a layer table) and its registration (the formula:
+`layer.py`; docs/decisions.md section 2). No torch."""
 
 from __future__ import annotations
 

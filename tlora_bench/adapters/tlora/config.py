@@ -1,14 +1,5 @@
-"""One layer for the T-LoRA family: lora, vanilla-tlora, ortho-lora, tlora (docs/decisions.md section 1).
-
-    lora            ΔW   = B A                          A ~ N(0, 1/r²), B = 0
-    vanilla-tlora   ΔW_t = B M_t A                      as LoRA
-    ortho-lora      ΔW   = B S A − B0 S0 A0             SVD init, frozen copies B0, S0, A0
-    tlora           ΔW_t = B S M_t A − B0 S0 M_t A0     (paper eq. 6)
-
-M_t keeps the first r(t) rank components. The SVD variants run one fused down/up pair of rank 2r (see
-`low_rank_factors`), so the frozen branch costs no extra kernel launches; when the whole batch shares one r(t)
-the pair is sliced to r(t) instead of masked.
-"""
+"""The T-LoRA family's hyperparameters, their checks, the rank rule of a layer and the registration of lora,
+vanilla-tlora, ortho-lora and tlora (the formulas: `layer.py`; docs/decisions.md section 1). No torch."""
 
 from __future__ import annotations
 
