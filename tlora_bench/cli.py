@@ -8,11 +8,15 @@ import sys
 import click
 
 from tlora_bench import __version__
+from tlora_bench.adapters import METHODS
 from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
+from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.metrics.names import DEFAULT_DINO, DEFAULT_SEGMENTER, dino_names, segmenter_names
+from tlora_bench.models import backend_names, backend_spec
 from tlora_bench.prompts import DEFAULT_TOKEN, IMAGES_PER_BASE_PROMPT, IMAGES_PER_PROMPT
-from tlora_bench.specs import DEFAULT_MODEL
+from tlora_bench.runner.executors import EXECUTORS
+from tlora_bench.specs import DEFAULT_MODEL, OPTIMIZERS
 
 
 @click.group(cls=ErrorLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -150,10 +154,7 @@ def _listed(names: list[str], default: object) -> str:
 def run_config_options(command):
     """The flags that override preset values; shared by every command that builds a RunConfig. Every list of
     names comes from its registry, every default from RunConfig."""
-    from tlora_bench.adapters import METHODS
     from tlora_bench.config import RunConfig, preset_names
-    from tlora_bench.devices import PRECISIONS
-    from tlora_bench.models import backend_names
 
     defaults = RunConfig()
     options = [
@@ -223,7 +224,8 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
 @click.option("--out", "run_dir", type=click.Path(file_okay=False), default=None,
               help="The run folder (default: <output_dir>/<name>, e.g. results/smoke). Re-running resumes it.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs, steps, images and a device-hour estimate; run nothing.")
-@click.option("--executor", default="local", show_default=True, help="local, or ray (pip install 'tlora-bench[ray]').")
+@click.option("--executor", default="local", show_default=True,
+              help=f"One of {', '.join(EXECUTORS)} (ray: pip install 'tlora-bench[ray]').")
 @click.option("--devices", default=None, help="local: GPUs to use, one worker each, e.g. 0,1,2,3 (default: one).")
 @click.option("--address", default=None, help="ray: the cluster, auto or HOST:PORT (default: a local Ray instance).")
 @click.option("--force-new", is_flag=True, help="Start anew in a folder that holds a run of another config "
@@ -397,7 +399,7 @@ def models_list() -> None:
 
 @models.command("download")
 @click.option("--model", "names", multiple=True, default=(DEFAULT_MODEL,), show_default=True,
-              help="Backend whose weights to fetch (repeatable): sdxl, flux.")
+              help=f"Backend whose weights to fetch (repeatable): {', '.join(backend_names())}.")
 @click.option("--evaluation", is_flag=True, help="Also fetch the CLIP, DINO and segmenter weights of evaluate.")
 def models_download(names: tuple[str, ...], evaluation: bool) -> None:
     """Fetch every weight a run needs into the Hugging Face cache (for machines without internet)."""
@@ -453,11 +455,13 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 
 
 @main.command("train")
-@click.option("--method", required=True, help="Method label, e.g. tlora, lora-64, oft-32 (`tlora-bench methods`).")
+@click.option("--method", required=True, help=f"Method, with an optional -N size (lora-64, oft-32): one of "
+              f"{', '.join(METHODS.names())}.")
 @click.option("--rank", type=int, default=None, help="Rank r for rank-sized methods (default: the label's or 64).")
 @click.option("--r-min", type=int, default=None, help="r_min of T-LoRA's rank schedule (default: r // 2).")
 @click.option("--concept", required=True, help="Concept id, e.g. dog6.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model backend (`tlora-bench models list`).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help=f"Model backend: one of {', '.join(backend_names())}.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the adapter, checkpoint and training log; re-running resumes.")
 @manifest_option
@@ -465,10 +469,10 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--model-path", default=None, help="A hub id or local diffusers folder instead of the model's default.")
 @click.option("--vae-path", default=None, help="A hub id or local folder for the VAE (SD-XL: the fp16-fix VAE).")
 @click.option("--revision", default=None, help="Hub revision of the model.")
-@click.option("--precision", default="fp32", show_default=True,
-              help="fp32 (the authors), bf16 or fp16 (base model in half precision, adapter and optimizer in fp32).")
+@click.option("--precision", default=None, help=f"{', '.join(PRECISIONS)} (bf16, fp16: base model in half precision, "
+              "adapter and optimizer in fp32); default: the backend's (fp32, the authors'; FLUX bf16).")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the method's, e.g. T-LoRA 800).")
-@click.option("--optimizer", default=None, help="adamw or prodigy (default: the model's; FLUX uses prodigy).")
+@click.option("--optimizer", default=None, help=f"{' or '.join(OPTIMIZERS)} (default: the model's; FLUX uses prodigy).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the method's).")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay (default: the method's).")
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Samples per step.")
@@ -487,11 +491,13 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 def train_cmd(out_dir: str, options: tuple[str, ...], device: str, r_min: int | None, manifest_path: str | None,
               timestep_range: str | None, max_grad_norm: float, **values) -> None:
     """Train one adapter on one concept; resumes from the folder's last checkpoint."""
-    from tlora_bench.train import TrainSpec, train
+    from tlora_bench.specs import TrainSpec
+    from tlora_bench.train import train
 
     adapter = {key: _parse_option_value(value) for key, value in _pairs(options, "--option").items()}
     if r_min is not None:
         adapter["r_min"] = r_min
+    values["precision"] = values["precision"] or backend_spec(values["model"]).default_precision
     spec = TrainSpec(**values, adapter=adapter, manifest=manifest_path, max_grad_norm=max_grad_norm or None,
                      timestep_range=_timestep_range(timestep_range))
     result = train(spec, out_dir, device=device)
