@@ -25,6 +25,7 @@ from tlora_bench.layout import (
     FAILED_FILE,
     IMAGES_DIR,
     INDEX_FILE,
+    JOB_FILE,
     JOBS_DIR,
     LEADERBOARD_FILE,
     LOG_FILE,
@@ -143,7 +144,7 @@ def _check_numeric(path: Path, table: pd.DataFrame) -> None:
 
 def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
     jobs = []
-    for path in sorted(root.glob("jobs/*/*/seed-*/job.json")):
+    for path in sorted(root.glob(f"{JOBS_DIR}/*/*/seed-*/{JOB_FILE}")):
         try:
             job = read_json(path) or {}
         except TloraBenchError as e:

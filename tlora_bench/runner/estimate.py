@@ -36,10 +36,11 @@ THROUGHPUT: dict[tuple[str, str], Throughput] = {
 
 def measured_throughput(run_dir: Path) -> Throughput | None:
     """Mean seconds per step and per generated image over the run's finished jobs, if any."""
-    from tlora_bench.runner.jobs import DONE_FILE, read_marker
+    from tlora_bench.layout import DONE_FILE, JOBS_DIR
+    from tlora_bench.runner.jobs import read_marker
 
     steps = step_seconds = images = image_seconds = 0.0
-    for marker_path in run_dir.glob(f"jobs/*/*/*/{DONE_FILE}"):
+    for marker_path in run_dir.glob(f"{JOBS_DIR}/*/*/*/{DONE_FILE}"):
         marker = read_marker(marker_path) or {}
         trained = marker.get("train_steps", 0) - marker.get("resumed_from_step", 0)
         if trained > 0 and marker.get("train_seconds"):
