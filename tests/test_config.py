@@ -71,3 +71,16 @@ def test_set_assignments():
     assert parse_assignments(["r_min=2", "name = x"]) == {"r_min": "2", "name": " x"}
     with pytest.raises(TloraBenchError, match="--set takes key=value"):
         parse_assignments(["r_min"])
+
+
+def test_every_field_explains_itself_once_and_the_flags_read_it():
+    import dataclasses
+
+    from tlora_bench.cli import main
+    from tlora_bench.config import RunConfig, field_help
+
+    assert all(field_help(f.name).strip() for f in dataclasses.fields(RunConfig))
+    flags = {p.name: p.help for p in main.commands["run"].params}
+    for name in ("methods", "ranks", "concepts", "model", "name", "precision", "steps", "output_dir"):
+        assert flags[name].startswith(field_help(name)), name
+    assert "svdiff" in flags["methods"] and "tiny-flux" in flags["model"]  # names from the registries

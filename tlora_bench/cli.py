@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -147,31 +148,25 @@ def prompts_cmd(concept_id: str, manifest_path: str | None, token: str, base_see
 # ---- config ---------------------------------------------------------------------------------------------
 
 
-def _listed(names: list[str], default: object) -> str:
-    return f"one of {', '.join(names)}; default {default}"
-
-
 def run_config_options(command):
-    """The flags that override preset values; shared by every command that builds a RunConfig. Every list of
-    names comes from its registry, every default from RunConfig."""
-    from tlora_bench.config import RunConfig, preset_names
+    """The flags that override preset values; shared by every command that builds a RunConfig. Help texts are the
+    fields' own (RunConfig), lists of names come from the registries, defaults from RunConfig."""
+    from tlora_bench.config import RunConfig, field_help, preset_names
 
     defaults = RunConfig()
+
+    def flag(name: str, choices: list[str] | None = None, default: object = None) -> Callable:
+        shown = default if default is not None else getattr(defaults, name)
+        shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown
+        listed = f" One of {', '.join(choices)}." if choices else ""
+        suffix = f" Default: {shown}." if shown not in (None, "", {}) else ""
+        return click.option(f"--{name.replace('_', '-')}", default=None, help=f"{field_help(name)}.{listed}{suffix}")
+
     options = [
         click.option("--preset", default=None, help=f"A bundled preset ({', '.join(preset_names())}) or a .toml file."),
-        click.option("--methods", default=None, help="Comma-separated methods, each with an optional -N size (tlora,"
-                     f"lora-64,oft-32): {_listed(METHODS.names(), ','.join(defaults.methods))}."),
-        click.option("--ranks", default=None, help=f"Comma-separated ranks, e.g. 4,8,64; default "
-                     f"{','.join(map(str, defaults.ranks))}."),
-        click.option("--concepts", default=None, help="Set name, comma-separated ids, or a manifest .toml; default "
-                     f"{defaults.concepts}."),
-        click.option("--model", default=None, help=f"Model backend: {_listed(backend_names(), defaults.model)}."),
-        click.option("--name", default=None, help="The run's name (default: the --out folder's name, else the "
-                     "preset's)."),
-        click.option("--precision", default=None, help=f"{', '.join(PRECISIONS)}; default: the backend's (fp32; "
-                     "FLUX bf16)."),
-        click.option("--steps", default=None, help="Step overrides, e.g. all=100 or tlora=800,lora=500."),
-        click.option("--output-dir", default=None, help="Where results go."),
+        flag("methods", METHODS.names()), flag("ranks"), flag("concepts"), flag("model", backend_names()),
+        flag("name", default="the --out folder's name, else the preset's"), flag("precision", list(PRECISIONS)),
+        flag("steps"), flag("output_dir"),
         data_dir_option,
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key (repeatable)."),

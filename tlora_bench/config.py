@@ -38,42 +38,55 @@ MAX_STEPS = 1_000_000
 MAX_BATCH = 1024
 
 
+def _field(default: Any, help: str) -> Any:
+    """A config field with its help text, which `--help` and the docs read (the one place a field is explained)."""
+    if isinstance(default, dict):  # a mutable default: each config gets its own copy
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def field_help(name: str) -> str:
+    """The help text of a RunConfig field."""
+    return _FIELDS[name].metadata["help"]
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a `tlora-bench run` needs. Field comments cite the paper where a value comes from it."""
+    """Everything a `tlora-bench run` needs; each field's help text says where its value comes from."""
 
-    name: str = "run"
-    # Method labels (tlora, lora-64, oft-32) or names of `variants`; rank-sized methods without a "-N" size
-    # run once per rank in `ranks`.
-    methods: tuple[str, ...] = ("tlora",)
-    ranks: tuple[int, ...] = (64,)  # r: adapter rank (paper main results r = 64)
-    r_min: int | None = None  # r_min of T-LoRA's rank schedule; None = r // 2, the paper's default
-    # Named method variants: a label -> {method = "lora", rank = 64, timestep_range = [800, 1000], r_min = 16,
-    # steps = 500, train_images = 2, svd_source = "W", ...}: any training option or adapter option.
-    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    concepts: str = "dreambooth25"  # a set name, comma-separated ids, or a user manifest .toml
-    model: str = DEFAULT_MODEL  # model backend (`tlora-bench models list`)
-    model_path: str | None = None  # a hub id or local diffusers folder instead of the backend's default
-    vae_path: str | None = None
-    revision: str | None = None
-    precision: str | None = None  # None: the backend's default (fp32 SD-XL, bf16 FLUX); paper presets set fp32
-    # for SD-XL (docs/decisions.md section 3, Decision)
-    # Step overrides by method name, label or variant; the key "all" applies to every method without its own.
-    steps: Mapping[str, int] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)  # base seeds of the seed rule (docs/decisions.md section 4)
-    output_dir: str = "results"  # runs go to <output_dir>/<name> unless `run --out` names the folder
-    data_dir: str | None = None  # None: $TLORA_BENCH_DATA, then the download cache
-    token: str = DEFAULT_TOKEN  # the paper's V*
-    images_per_prompt: int = IMAGES_PER_PROMPT
-    base_images: int = IMAGES_PER_BASE_PROMPT
-    prompts: int | None = None  # only the first N prompt templates (base prompt first); None: all 32
-    sample_batch_size: int = 5  # images of one prompt per denoiser batch
-    checkpoint_every: int = 100  # training steps between checkpoints
-    gradient_checkpointing: bool = False
-    segmenter: str = DEFAULT_SEGMENTER  # masks for masked IS / DINO-IS (docs/evaluation.md)
-    dino: str = DEFAULT_DINO  # DINO-IS model (docs/decisions.md section 5, Decision)
-    tiny_extractors: bool = False  # score with tiny random extractors: smoke runs only, meaningless numbers
-    bootstrap: int = 1000  # resamples of the 95% interval over concepts
+    name: str = _field("run", "The run's name: its folder is <output_dir>/<name>")
+    methods: tuple[str, ...] = _field(("tlora",), "Method labels (tlora, lora-64, oft-32) or names of `variants`; a "
+                                      "rank-sized method without a -N size runs once per rank in `ranks`")
+    ranks: tuple[int, ...] = _field((64,), "Adapter ranks r for methods given without a size (paper: r = 64)")
+    r_min: int | None = _field(None, "r_min of T-LoRA's rank schedule (default: r // 2, the paper's; FLUX 1)")
+    variants: Mapping[str, Mapping[str, Any]] = _field(
+        {}, "Named variants: a label -> {method = \"lora\", rank = 64, timestep_range = [800, 1000], r_min = 16, "
+            "steps = 500, train_images = 2, svd_source = \"W\", ...}: any training or adapter option")
+    concepts: str = _field("dreambooth25", "A concept set name, comma-separated concept ids, or a user manifest .toml")
+    model: str = _field(DEFAULT_MODEL, "Model backend (`tlora-bench models list`)")
+    model_path: str | None = _field(None, "A hub id or local diffusers folder instead of the backend's default")
+    vae_path: str | None = _field(None, "A hub id or local folder for the VAE instead of the backend's")
+    revision: str | None = _field(None, "Hub revision of the model")
+    precision: str | None = _field(None, "The base model's precision (adapters train in fp32); default: the "
+                                         "backend's (fp32 SD-XL, bf16 FLUX; the paper presets set fp32 for SD-XL, "
+                                         "docs/decisions.md section 3)")
+    steps: Mapping[str, int] = _field({}, "Training steps by method name, label or variant, e.g. all=100 or "
+                                          "tlora=800,lora=500 (\"all\": every method without its own)")
+    seeds: tuple[int, ...] = _field((0,), "Base seeds of the seed rule (docs/decisions.md section 4)")
+    output_dir: str = _field("results", "Where runs go: <output_dir>/<name>, unless `run --out` names the folder")
+    data_dir: str | None = _field(None, "The concept images' folder (default: $TLORA_BENCH_DATA, the checkout's "
+                                        "concepts/, then the download cache)")
+    token: str = _field(DEFAULT_TOKEN, "The rare token that stands for the paper's V*")
+    images_per_prompt: int = _field(IMAGES_PER_PROMPT, "Images per contextual prompt (docs/decisions.md section 4)")
+    base_images: int = _field(IMAGES_PER_BASE_PROMPT, "Images of the base prompt (docs/decisions.md section 4)")
+    prompts: int | None = _field(None, "Only the first N prompt templates, the base prompt first (default: all)")
+    sample_batch_size: int = _field(5, "Images of one prompt per denoiser batch")
+    checkpoint_every: int = _field(100, "Training steps between checkpoints (0: only at the end)")
+    gradient_checkpointing: bool = _field(False, "Trade compute for memory in the denoiser")
+    segmenter: str = _field(DEFAULT_SEGMENTER, "Masks for masked IS and DINO-IS (docs/evaluation.md)")
+    dino: str = _field(DEFAULT_DINO, "The DINO-IS model (docs/decisions.md section 5)")
+    tiny_extractors: bool = _field(False, "Score with tiny random extractors: smoke runs only, meaningless numbers")
+    bootstrap: int = _field(1000, "Bootstrap resamples of the 95% interval over concepts")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))
