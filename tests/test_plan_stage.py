@@ -100,3 +100,16 @@ def test_method_families_are_attributes_of_the_specs():
     families = {name: METHODS.get(name).family for name in METHODS.names()}
     assert families == {"lora": "low-rank", "vanilla-tlora": "low-rank", "ortho-lora": "low-rank",
                         "tlora": "low-rank", "oft": "orthogonal", "gsoft": "orthogonal", "svdiff": "spectral"}
+
+
+def _broken_skeleton():
+    raise RuntimeError("no such architecture\nat all")
+
+
+def test_a_failing_skeleton_builder_is_one_line_naming_the_backend(registered_backend):
+    registered_backend(replace(backend_spec("tiny-sdxl"), name="broken-skeleton", aliases=(), bundled_table=False,
+                               skeleton=_broken_skeleton))
+    with pytest.raises(TloraBenchError) as error:
+        make_plan(load_config(None, {"model": "broken-skeleton", "methods": "lora-4", "concepts": "dog6"}))
+    message = str(error.value)
+    assert "\n" not in message and "'broken-skeleton'" in message and "RuntimeError: no such architecture" in message

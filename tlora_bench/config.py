@@ -164,8 +164,8 @@ def _check_counts(config: RunConfig) -> None:
 
 
 def _check_names(config: RunConfig) -> None:
-    """Names are not empty and step keys are method names (that they name methods of this run, the plan checks)."""
-    for key in ("concepts", "model", "segmenter", "dino", "token"):
+    """Names are not empty (that they name registered things, the plan checks)."""
+    for key in ("model", "segmenter", "dino"):
         _check(bool(getattr(config, key).strip()), key, "must not be empty")
     for key in config.variants:
         _check(bool(key.strip()), "variants", "names a variant with an empty name")

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from tlora_bench.errors import TloraBenchError, unknown_name_error
@@ -95,7 +96,7 @@ class Registry(Generic[T]):
         them) for `register_plugin`."""
         items = loaded if isinstance(loaded, (list, tuple)) else [loaded]
         for item in items:
-            if type(item).__name__ == "module" or any(item is known for known in self._items.values()):
+            if isinstance(item, ModuleType) or any(item is known for known in self._items.values()):
                 continue
             if self.register_plugin is None:
                 raise TloraBenchError(f"{self.kind} plugins must register themselves on import")

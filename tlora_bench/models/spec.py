@@ -61,7 +61,15 @@ class BackendSpec:
         if self.skeleton is None:
             raise TloraBenchError(f"model backend '{self.name}' names no skeleton: give its BackendSpec "
                                   "skeleton=\"module:function\" returning the denoiser on the meta device")
-        return resolve_object(self.skeleton, f"model backend '{self.name}' (its skeleton)")()
+        build = resolve_object(self.skeleton, f"model backend '{self.name}' (its skeleton)")
+        try:
+            return build()
+        except TloraBenchError:
+            raise
+        except Exception as e:  # a plugin's builder: its failure is one line naming the backend, not a traceback
+            text = " ".join(str(e).split())
+            raise TloraBenchError(f"model backend '{self.name}': its skeleton {self.skeleton!r} failed "
+                                  f"({type(e).__name__}: {text}); fix the builder or the backend's spec") from None
 
     def layer_table(self) -> tuple[LayerShape, ...]:
         """Every module of the denoiser by name, kind and weight shape: the bundled table, else the skeleton's."""

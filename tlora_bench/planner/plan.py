@@ -47,7 +47,6 @@ class Variant:
 
     label: str  # e.g. "tlora-64", "lora-late"
     method: MethodSpec
-    size: int | None  # the "-N" size it was given or expanded to (None: the method's default, or no size)
     train: Mapping[str, Any]  # TrainSpec options
     adapter: Mapping[str, Any]  # adapter options
     recipe: Recipe  # resolved on the run's model (first base seed): the adapter config with its int size, steps
@@ -240,7 +239,7 @@ def _variant(config: RunConfig, precision: str, label: str | None, spec: MethodS
     if short is not None:
         raise TloraBenchError(f"variant '{label}': train_images = {trial.train_images}, but concept '{short.id}' has "
                               f"{len(short.images)} images; use at most {min(len(c.images) for c in concepts)}")
-    return Variant(label, spec, size, dict(train), dict(adapter), recipe, steps)
+    return Variant(label, spec, dict(train), dict(adapter), recipe, steps)
 
 
 def _check_step_keys(config: RunConfig, variants: tuple[Variant, ...]) -> None:
