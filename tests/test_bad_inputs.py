@@ -33,6 +33,7 @@ CASES = {
     "run-bad-executor": "run --preset smoke --executor slurm --out OUT",
     "run-unwritable-out": "run --preset smoke --out TEXT/run",
     "run-bad-variant": "run --preset smoke --set variants=3 --out OUT",
+    "run-peft-impossible-size": "run --preset smoke --methods tlora,peft:miss-4096 --out OUT",
     "config-unknown-concept": "config --concepts nonexist",
     "config-unknown-model": "config --model foo",
     "config-impossible-size": "config --methods oft-7 --model sdxl",
@@ -50,6 +51,7 @@ CASES = {
     "train-too-many-images": "train --method lora --concept dog6 --model tiny --images 9 --out OUT",
     "train-bad-gamma": "train --method tlora --concept dog6 --model tiny --option gamma=0 --out OUT",
     "train-unknown-option": "train --method tlora --concept dog6 --model tiny --option nosuch=1 --out OUT",
+    "train-unknown-peft-option": "train --method peft:loha-4 --concept dog6 --model tiny --option nosuch=1 --out OUT",
     "train-bad-optimizer": "train --method lora --concept dog6 --model tiny --optimizer sgd --out OUT",
     "train-zero-batch": "train --method lora --concept dog6 --model tiny --batch-size 0 --out OUT",
     "train-missing-model": "train --method lora --concept dog6 --model sdxl --model-path NOWHERE --vae-path NOWHERE "

@@ -26,7 +26,9 @@ def test_smoke_leaderboard_matches_the_golden_file(tmp_path):
             if isinstance(want, float) and math.isnan(want):
                 assert pd.isna(got), f"{label} {column}: {got!r}, golden is empty"
             elif isinstance(want, (int, float)) and not isinstance(want, bool):
-                assert got == pytest.approx(want, rel=1e-6, abs=1e-9), f"{label} {column}"
+                # scores are cosines in [-1, 1]; a fresh install of the same pins moved them by up to 9e-6 (float
+                # operation order in new PEFT/torch kernels), a wiring error moves them by 1e-3 and more
+                assert got == pytest.approx(want, rel=1e-5, abs=2e-5), f"{label} {column}"
             else:
                 assert got == want, f"{label} {column}"
     _ranks_are_integers(tmp_path / "smoke")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from tlora_bench import __version__
-from tlora_bench.adapters import METHODS
+from tlora_bench.adapters.registry import method_choices
 from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
 from tlora_bench.devices import PRECISIONS
 from tlora_bench.errors import TloraBenchError
@@ -164,7 +164,7 @@ def run_config_options(command):
 
     options = [
         click.option("--preset", default=None, help=f"A bundled preset ({', '.join(preset_names())}) or a .toml file."),
-        flag("methods", METHODS.names()), flag("ranks"), flag("concepts"), flag("model", backend_names()),
+        flag("methods", method_choices()), flag("ranks"), flag("concepts"), flag("model", backend_names()),
         flag("name", default="the --out folder's name, else the preset's"), flag("precision", list(PRECISIONS)),
         flag("steps"), flag("output_dir"),
         data_dir_option,
@@ -260,11 +260,13 @@ def presets_cmd() -> None:
     from tlora_bench.config import load_config, preset_names
     from tlora_bench.planner import make_plan
 
-    click.echo(f"{'preset':<16} {'model':<10} {'jobs':>5}  methods")
-    for name in preset_names():
+    names = preset_names()
+    width = max(len(name) for name in names) + 1
+    click.echo(f"{'preset':<{width}} {'model':<10} {'jobs':>5}  methods")
+    for name in names:
         plan = make_plan(load_config(name))
         methods = ", ".join(v.label for v in plan.variants)
-        click.echo(f"{name:<16} {plan.config.model:<10} {len(plan.jobs):>5}  {methods}")
+        click.echo(f"{name:<{width}} {plan.config.model:<10} {len(plan.jobs):>5}  {methods}")
 
 
 # ---- adapter files --------------------------------------------------------------------------------------
@@ -451,7 +453,7 @@ def _timestep_range(value: str | None) -> tuple[int, int] | None:
 
 @main.command("train")
 @click.option("--method", required=True, help=f"Method, with an optional -N size (lora-64, oft-32): one of "
-              f"{', '.join(METHODS.names())}.")
+              f"{', '.join(method_choices())}.")
 @click.option("--rank", type=int, default=None, help="Rank r for rank-sized methods (default: the label's or 64).")
 @click.option("--r-min", type=int, default=None, help="r_min of T-LoRA's rank schedule (default: r // 2).")
 @click.option("--concept", required=True, help="Concept id, e.g. dog6.")
@@ -566,11 +568,13 @@ def evaluate_command(adapter, root) -> str:
                    "models list`).")
 @click.option("--rank", type=int, default=64, show_default=True,
               help="Rank r of the rank-sized methods; block-sized methods use their default block count.")
-def methods_cmd(model_name: str, rank: int) -> None:
+@click.option("--providers/--no-providers", default=True, show_default=True,
+              help="Also list the methods of the installed PEFT and LyCORIS (peft:<tuner>, lycoris:<algo>).")
+def methods_cmd(model_name: str, rank: int, providers: bool) -> None:
     """List every adapter method: training defaults and trainable parameters on a model."""
-    from tlora_bench.planner.catalog import method_rows
+    from tlora_bench.planner.catalog import method_rows, provider_notes
 
-    rows = method_rows(model_name, rank)
+    rows = method_rows(model_name, rank, providers=providers)
     click.echo(f"{'label':<18} {'steps':>5} {'lr':>7} {'wd':>7} {'merge':<5} {'trainable':>12}  summary")
     for row in rows:
         count = "n/a" if row.trainable is None else f"{row.trainable:,}"
@@ -583,6 +587,8 @@ def methods_cmd(model_name: str, rank: int) -> None:
     for row in rows:
         if row.note:
             click.echo(f"n/a {row.label}: {row.note}")
+    for line in provider_notes() if providers else []:
+        click.echo(line)
 
 
 # ---- reports and the user study (their own modules; click is all they import up front) ------------------

@@ -7,6 +7,7 @@ name is taken, is one line on stderr naming it, and everything else keeps workin
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -44,6 +45,8 @@ class Registry(Generic[T]):
         self.plugin_errors: dict[str, str] = {}  # entry point -> why it was skipped
         self._items: dict[str, T] = {}
         self._plugins_loaded = entry_points is None
+        self._providers: dict[str, tuple[str, str]] = {}  # prefix -> ("module:function", what to install)
+        self._provided: set[str] = set()
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
@@ -55,29 +58,66 @@ class Registry(Generic[T]):
         """Forget `name` (tests that register a plugin of their own remove it again)."""
         self._items.pop(name, None)
 
+    def add_provider(self, prefix: str, loader: str, needs: str) -> None:
+        """Names "<prefix>:..." come from another package: `loader` ("module:function") registers them, once, on
+        the first lookup of such a name (the package and torch load then, never for other names). `needs` says
+        what to install when it cannot import, e.g. "LyCORIS (pip install -e '.[lycoris]')"."""
+        self._providers[prefix] = (loader, needs)
+
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    def load_provider(self, prefix: str) -> None:
+        """Register the names of provider `prefix`; a missing package is one line saying what to install."""
+        if prefix in self._provided:
+            return
+        loader, needs = self._providers[prefix]
+        try:
+            register = resolve_object(loader, f"{self.kind} provider '{prefix}'")
+            register()
+        except (ImportError, TloraBenchError) as e:
+            if isinstance(e, TloraBenchError) and "cannot be imported" not in str(e):
+                raise
+            raise TloraBenchError(f"{self.kind}s '{prefix}:...' need {needs}; it is not installed or does not "
+                                  f"import ({' '.join(str(e).split())[-160:]})") from None
+        self._provided.add(prefix)
+
+    def _provide(self, name: object) -> None:
+        prefix, sep, _ = name.partition(":") if isinstance(name, str) else ("", "", "")
+        if sep and prefix in self._providers and name not in self._items:
+            self.load_provider(prefix)
+
     def get(self, name: str) -> T:
         self._load_plugins()
+        self._provide(name)
         if name not in self._items:
             error = unknown_name_error(self.kind, name, self._items)
             skipped = "; ".join(self.plugin_errors.values())
             raise TloraBenchError(f"{error}{f' (skipped plugins: {skipped})' if skipped else ''}") from None
         return self._items[name]
 
-    def names(self) -> list[str]:
+    def names(self, providers: bool | str = False) -> list[str]:
+        """The bundled and plugin names; `providers`: also every name the installed provider packages register
+        (which imports them), or a prefix: that one provider's names. Without it the list never depends on what
+        a process happened to look up."""
         self._load_plugins()
-        return list(self._items)
+        wanted = set(self._providers) if providers is True else {providers} if providers else set()
+        for prefix in wanted:
+            with contextlib.suppress(TloraBenchError):  # a provider not installed adds no names
+                self.load_provider(prefix)
+        return [name for name in self._items
+                if ":" not in name or name.partition(":")[0] in wanted or name.partition(":")[0] not in self._providers]
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
+        self._provide(name)
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        self._load_plugins()
-        return iter(list(self._items))
+        return iter(self.names())
 
     def __len__(self) -> int:
-        self._load_plugins()
-        return len(self._items)
+        return len(self.names())
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:

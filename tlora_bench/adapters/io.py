@@ -214,5 +214,5 @@ def adapter_digest(path: str | os.PathLike) -> str:
         for key in sorted(f.keys()):
             tensor = f.get_tensor(key).contiguous()
             digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

@@ -126,8 +126,12 @@ class AdapterLayer(nn.Module):
             if value.shape != current[key].shape:
                 raise TloraBenchError(f"layer '{self.name}': tensor '{key}' has shape {tuple(value.shape)}, the "
                                       f"model needs {tuple(current[key].shape)}; was it trained on another model?")
-        self.load_state_dict(tensors, strict=False)
+        self.fill_adapter_tensors(tensors)
         self.unmerge()
+
+    def fill_adapter_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy checked tensors (the names and shapes of `adapter_tensors()`) into the layer."""
+        self.load_state_dict(tensors, strict=False)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, method={self.config.method!r}"

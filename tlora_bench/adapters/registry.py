@@ -66,6 +66,16 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 
 METHODS.register_plugin = register_method
+# Methods other packages implement, registered on the first lookup of one of their names (docs/interop.md).
+METHODS.add_provider("peft", "tlora_bench.adapters.peft_methods.config:register", "PEFT (pip install peft)")
+METHODS.add_provider("lycoris", "tlora_bench.adapters.lycoris_methods.config:register",
+                     "LyCORIS (pip install -e '.[lycoris]')")
+
+
+def method_choices() -> list[str]:
+    """What help texts list: the bundled and plugin names, and each provider's names as a pattern."""
+    hints = {"peft": "peft:<tuner> (loha, lokr, dora, boft, ...)", "lycoris": "lycoris:<algo> (tlora, lokr, ...)"}
+    return [*METHODS.names(), *(hints.get(prefix, f"{prefix}:<name>") for prefix in METHODS.providers())]
 
 
 def low_rank_methods() -> list[str]:
@@ -78,7 +88,11 @@ def parse_method(text: str) -> tuple[MethodSpec, int | None]:
     Read by matching registered names, once, when a run is planned; results then carry the size as a number."""
     if text in METHODS:
         return METHODS.get(text), None
-    for name in sorted(METHODS.names(), key=len, reverse=True):  # "vanilla-tlora-4" is never "tlora"
+    prefix = text.partition(":")[0] if ":" in text else None
+    if prefix in METHODS.providers():
+        METHODS.load_provider(prefix)  # a provider not installed: one line saying what to install
+    for name in sorted(METHODS.names(providers=prefix or False), key=len, reverse=True):  # "vanilla-tlora-4"
+        # is never "tlora"
         size = text[len(name) + 1:]
         if text.startswith(name + "-") and size.isascii() and size.isdigit():
             spec = METHODS.get(name)

@@ -52,17 +52,22 @@ def method_label(name: str, rank: int) -> str:
     return f"{name}-{rank if spec.size_field == 'r' else spec.size_default}"
 
 
-def method_rows(model: str = DEFAULT_MODEL, rank: int = 64) -> list[MethodRow]:
-    """One row per registered method, its trainable parameters counted on the skeleton of backend `model`."""
+def method_rows(model: str = DEFAULT_MODEL, rank: int = 64, providers: bool = False) -> list[MethodRow]:
+    """One row per registered method, its trainable parameters counted on the skeleton of backend `model`;
+    `providers`: also the methods of the installed provider packages (PEFT's tuners, LyCORIS's algorithms)."""
     from tlora_bench.adapters import attach_adapters, count_trainable, detach_adapters
 
     if rank < 1:
         raise TloraBenchError(f"rank must be a positive integer, got {rank}")
     base = denoiser_skeleton(model)
     rows = []
-    for name in METHODS.names():
+    for name in METHODS.names(providers=providers):
         spec, label = METHODS.get(name), method_label(name, rank)
         trainable, note = None, ""
+        if ":" in name:  # a provider's method: counted when a run builds it (building ~40 tuners takes minutes)
+            rows.append(MethodRow(name, label, spec.summary, spec.steps, spec.lr, spec.weight_decay, spec.mergeable,
+                                  size_meaning(spec), None))
+            continue
         try:
             attach_adapters(base, make_config(label), init=False)  # counting needs shapes, not an init
         except TloraBenchError as e:  # e.g. an impossible size for this model; attach left it unchanged
@@ -73,3 +78,19 @@ def method_rows(model: str = DEFAULT_MODEL, rank: int = 64) -> list[MethodRow]:
         rows.append(MethodRow(name, label, spec.summary, spec.steps, spec.lr, spec.weight_decay, spec.mergeable,
                               size_meaning(spec), trainable, note))
     return rows
+
+
+def provider_notes() -> list[str]:
+    """One line per provider package that is not installed, and per PEFT tuner PEFT cannot inject layer by layer."""
+    notes = []
+    for prefix in METHODS.providers():
+        try:
+            METHODS.load_provider(prefix)
+        except TloraBenchError as e:
+            notes.append(f"not available: {e}")
+    if not any(line.startswith("not available: methods 'peft:") for line in notes):
+        from tlora_bench.adapters.peft_methods.config import injectable_tuners
+
+        for name, why in sorted(injectable_tuners()[1].items()):
+            notes.append(f"not available: peft:{name}: {why}")
+    return notes
