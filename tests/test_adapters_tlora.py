@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -282,36 +280,6 @@ def test_merge_of_timestep_dependent_method_needs_t():
     attach_adapters(model, make_config("tlora-4", target_modules=("0",)))
     with pytest.raises(TloraBenchError, match="depends on the timestep: merge it at a given t"):
         merge_adapters(model)
-
-
-# ---- diffusers export ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("method", ["lora", "ortho-lora"])
-def test_diffusers_lora_file_loads_through_load_lora_weights(method: str, tmp_path: Path):
-    from tlora_bench.adapters.diffusers_format import save_diffusers_lora
-    from tlora_bench.models.tiny import tiny_sdxl_pipeline
-
-    pipe = tiny_sdxl_pipeline(seed=0)
-    ours, inputs, t = fresh_unet(), unet_inputs(), torch.tensor([200.0, 600.0])
-    attach_adapters(ours, make_config(f"{method}-4", alpha=8.0))
-    train_steps(ours, inputs, t)
-    path = save_diffusers_lora(ours, tmp_path / "pytorch_lora_weights.safetensors")
-    with torch.no_grad():
-        before = pipe.unet(timestep=t, **inputs).sample
-        pipe.load_lora_weights(str(tmp_path), weight_name=path.name)
-        loaded = pipe.unet(timestep=t, **inputs).sample
-        expected = run(ours, inputs, t)
-    assert (loaded - before).abs().max() > 1e-4  # the LoRA really changed the model
-    assert torch.allclose(loaded, expected, atol=1e-5)
-
-
-def test_timestep_dependent_methods_do_not_export_to_diffusers(tmp_path: Path):
-    from tlora_bench.adapters.diffusers_format import save_diffusers_lora
-
-    model = mlp()
-    attach_adapters(model, make_config("tlora-4", target_modules=("0",)))
-    with pytest.raises(TloraBenchError, match="'tlora' has no diffusers LoRA form"):
-        save_diffusers_lora(model, tmp_path / "x.safetensors")
 
 
 @pytest.mark.parametrize("method", ["tlora-8", "vanilla-tlora-8"])

@@ -100,6 +100,12 @@ CASES = {
     "adapter-info-png": "adapter info PNG",
     "adapter-info-missing": "adapter info NOWHERE",
     "adapter-rank-text": "adapter rank TEXT",
+    "import-unknown-layout": "adapter import ODDKEYS --out OUT",
+    "import-truncated": "adapter import TRUNCATED --out OUT",
+    "import-another-model": "adapter import OFFICIAL --model sdxl --out OUT",
+    "import-unknown-format": "adapter import OFFICIAL --format oficial-sdxl --out OUT",
+    "import-own-format": "adapter import GOOD --out OUT",
+    "export-cannot-hold": "adapter export GOOD --format official-flux --out OUT",
     "manifest-png": "concepts validate --manifest PNG",
     "manifest-root-not-a-string": "concepts validate --manifest ROOT5",
     "concept-unknown": "concepts show nonexist",
@@ -186,8 +192,24 @@ def _bad_adapters(root: Path, manifest: Path) -> dict[str, str]:
                                 ("backend", tensors, {**metadata, "train_spec": json.dumps(other_model)})):
         save_file(changed, str(root / f"{name}.safetensors"), metadata=meta)
     load_tiny("tiny", root / "cache")
-    return {"TINYCACHE": str(root / "cache"),
+    return {"TINYCACHE": str(root / "cache"), "GOOD": str(good), **_foreign_adapters(root, good),
             **{name.upper(): str(root / f"{name}.safetensors") for name in ("shape", "missing", "backend")}}
+
+
+def _foreign_adapters(root: Path, good: Path) -> dict[str, str]:
+    """Other tools' files: one in no known layout, an official-format export of the tiny model's adapter, and
+    that export truncated."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tlora_bench.adapters.formats import export_adapter
+
+    save_file({"some.weight": torch.zeros(2)}, str(root / "oddkeys.safetensors"))
+    official = export_adapter(good, "official-sdxl", root / "official")[0]
+    (root / "truncated").mkdir()
+    (root / "truncated" / official.name).write_bytes(official.read_bytes()[:-64])
+    return {"ODDKEYS": str(root / "oddkeys.safetensors"), "OFFICIAL": str(official),
+            "TRUNCATED": str(root / "truncated" / official.name)}
 
 
 @pytest.mark.slow

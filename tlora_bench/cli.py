@@ -309,6 +309,50 @@ def adapter_rank(path: str, energy: float, plot_path: str | None) -> None:
         click.echo(f"plot: {plot_ranks(rows, plot_path, title=path)}")
 
 
+@adapter.command("formats")
+def adapter_formats() -> None:
+    """List the adapter formats of other tools that import and export convert, and what each holds."""
+    from tlora_bench.adapters.formats import FORMATS
+
+    for name in FORMATS.names():
+        fmt = FORMATS.get(name)
+        click.echo(f"{name:<15} {fmt.summary}\n{'':<15} holds: {fmt.holds}")
+
+
+@adapter.command("import")
+@click.argument("source", type=click.Path())
+@click.option("--format", "format_name", default=None,
+              help="The source's format (see `tlora-bench adapter formats`). Default: detected from its keys.")
+@click.option("--model", default=None,
+              help="Check the adapter fits this model's layers (and resolve flattened layer names): sdxl, flux, ...")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A config value the file does not record (repeatable), e.g. r_min=32, method=ortho-lora.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The tlora-bench adapter file to write (.safetensors).")
+def adapter_import(source: str, format_name: str | None, model: str | None, options: tuple[str, ...],
+                   out_path: str) -> None:
+    """Convert another tool's adapter file (or its folder) into a tlora-bench adapter file."""
+    from tlora_bench.adapters.formats import import_adapter
+
+    values = {key: _parse_option_value(value) for key, value in _pairs(options, "--option").items()}
+    data = import_adapter(source, out_path, format=format_name, model=model, options=values)
+    config = data.config.to_dict()
+    click.echo(f"{out_path}: {config['method']} from {data.metadata['imported_from']} "
+               f"({len(data.layers())} layers), config {json.dumps(config)}")
+
+
+@adapter.command("export")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "format_name", required=True, help="The format to write (see `tlora-bench adapter formats`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The folder to write into.")
+def adapter_export(path: str, format_name: str, out_dir: str) -> None:
+    """Write a tlora-bench adapter file in another tool's format."""
+    from tlora_bench.adapters.formats import export_adapter
+
+    for written in export_adapter(path, format_name, out_dir):
+        click.echo(f"wrote {written}")
+
+
 # ---- evaluate -------------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save
 
 from tlora_bench import __version__
-from tlora_bench.adapters.config import AdapterConfig, describe_type, fits_type
+from tlora_bench.adapters.config import AdapterConfig, describe_type, fits_type, matches_target
 from tlora_bench.adapters.model import adapter_config, adapter_layers, attach_adapters, detach_adapters
 from tlora_bench.adapters.registry import METHODS
 from tlora_bench.errors import TloraBenchError
@@ -35,6 +35,35 @@ def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, layer in adapter_layers(model).items() for key, value in layer.adapter_tensors().items()}
 
 
+@dataclasses.dataclass
+class AdapterData:
+    """What an adapter file holds: the method config, every tensor ("<layer>.<tensor>") and the provenance."""
+
+    config: AdapterConfig
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def layers(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Tensors by layer, {"a.b.to_q": {"A": ..., "B": ...}}: a layer is the key's longest prefix that ends
+        in one of the config's target modules ("to_out.0"), so tensor names may hold dots ("lora_A.weight")."""
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in self.tensors.items():
+            layer = _target_prefix(key, self.config.target_modules)
+            if layer is None:
+                raise TloraBenchError(f"adapter tensor '{key}' is in no layer of target_modules "
+                                      f"{list(self.config.target_modules)}")
+            grouped.setdefault(layer, {})[key[len(layer) + 1:]] = value
+        return grouped
+
+
+def _target_prefix(key: str, targets: tuple[str, ...]) -> str | None:
+    for position in (i for i in range(len(key) - 1, 0, -1) if key[i] == "."):
+        prefix = key[:position]
+        if matches_target(prefix, targets):
+            return prefix
+    return None
+
+
 def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any] | None = None, *,
                  digest_file: bool = False) -> Path:
     """Write the adapter of `model` atomically; `metadata` adds provenance (base model id, steps, ...).
@@ -42,16 +71,34 @@ def save_adapter(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
     `digest_file`: first write the file's sha256 beside it (`digest_path`), which `check_adapter_file` compares
     with the file later: an adapter truncated or altered after it was written is then refused, not used.
     """
-    config = adapter_config(model)
     tensors = {k: v.cpu() for k, v in adapter_state_dict(model).items()}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": config.method,
-              "config": json.dumps(config.to_dict()), "tlora_bench_version": __version__,
-              **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
-    data = save(tensors, metadata=header)
+    return write_adapter(AdapterData(adapter_config(model), tensors, _strings(metadata or {})), path,
+                         digest_file=digest_file)
+
+
+def write_adapter(data: AdapterData, path: str | os.PathLike, *, digest_file: bool = False) -> Path:
+    """Write an adapter file atomically (`save_adapter` for a model; importers for converted tensors)."""
+    header = {**data.metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "method": data.config.method,
+              "config": json.dumps(data.config.to_dict()), "tlora_bench_version": __version__}
+    payload = save({k: v.contiguous() for k, v in data.tensors.items()}, metadata=header)
     if digest_file:  # before the adapter: an adapter on disk never has a stale digest beside it
-        atomic_write_text(digest_path(path), f"{hashlib.sha256(data).hexdigest()}  {Path(path).name}\n")
-    atomic_write_bytes(path, data)
+        atomic_write_text(digest_path(path), f"{hashlib.sha256(payload).hexdigest()}  {Path(path).name}\n")
+    atomic_write_bytes(path, payload)
     return Path(path)
+
+
+def read_adapter(path: str | os.PathLike) -> AdapterData:
+    """A tlora-bench adapter file, checked: config, tensors and metadata (the provenance keys only)."""
+    config = read_adapter_config(path)
+    metadata = {k: v for k, v in read_adapter_metadata(path).items() if k not in _HEADER_KEYS}
+    return AdapterData(config, read_adapter_tensors(path), metadata)
+
+
+_HEADER_KEYS = ("format", "format_version", "method", "config", "tlora_bench_version")
+
+
+def _strings(metadata: dict[str, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
 
 
 def digest_path(path: str | os.PathLike) -> Path:
