@@ -18,7 +18,7 @@ FLOORS = {
     "tlora_bench.specs": 4,
     "tlora_bench.config": 5,
     "tlora_bench.planner": 6,
-    "tlora_bench.train": 7, "tlora_bench.sample": 7, "tlora_bench.metrics": 7,
+    "tlora_bench.train": 7, "tlora_bench.sample": 7, "tlora_bench.metrics": 7, "tlora_bench.pipeline": 7,
     "tlora_bench.report": 8, "tlora_bench.study": 8,
     "tlora_bench.runner": 9,  # runs every stage of a plan, the report last
     "tlora_bench.cli": 10, "tlora_bench.cli_common": 10, "tlora_bench.cli_docs": 10,
