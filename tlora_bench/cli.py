@@ -170,6 +170,10 @@ def run_config_options(command):
         data_dir_option,
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key (repeatable)."),
+        click.option("--score-adapters", "imported", multiple=True, metavar="LABEL=PATH",
+                     help="Also score adapter files trained elsewhere, one per concept: PATH holds {concept}, "
+                          "e.g. theirs=ckpts/{concept}/pytorch_lora_weights.safetensors (format detected; "
+                          "repeatable)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -184,12 +188,20 @@ def build_config(preset: str | None, assignments: tuple[str, ...], run_dir: str 
     from tlora_bench.concepts.manifest import is_safe_name
     from tlora_bench.config import load_config, parse_assignments
 
+    imported = _pairs(flags.pop("imported", ()) or (), "--score-adapters")
     given = {key: value for key, value in flags.items() if value is not None}  # flags beat --set
     overrides = {**parse_assignments(assignments), **given}
     folder = Path(run_dir).name if run_dir else None
     if folder and "name" not in overrides and is_safe_name(folder):
         overrides["name"] = folder
-    return load_config(preset, overrides)
+    config = load_config(preset, overrides)
+    if not imported:
+        return config
+    from dataclasses import replace
+
+    variants = {**{k: dict(v) for k, v in config.variants.items()}, **{k: {"adapter": v} for k, v in imported.items()}}
+    return replace(config, methods=(*config.methods, *[k for k in imported if k not in config.methods]),
+                   variants=variants)
 
 
 def build_plan(preset: str | None, assignments: tuple[str, ...], run_dir: str | None = None, **flags):

@@ -42,6 +42,22 @@ TRAIN_KEYS = ("steps", "lr", "weight_decay", "optimizer", "batch_size", "max_gra
 
 
 @dataclass(frozen=True)
+class ImportSpec:
+    """Adapter files trained elsewhere, scored instead of trained: `template` names one file (or folder) per
+    concept through "{concept}"; `format` as `tlora-bench adapter import` takes it (None: detected)."""
+
+    template: str
+    format: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # what the files do not record
+
+    def path(self, concept: str) -> Path:
+        return Path(self.template.replace("{concept}", concept))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapter": self.template, "format": self.format, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
 class Variant:
     """One method variant of a run: the label that names its results and the recipe it trains with."""
 
@@ -51,6 +67,7 @@ class Variant:
     adapter: Mapping[str, Any]  # adapter options
     recipe: Recipe  # resolved on the run's model (first base seed): the adapter config with its int size, steps
     steps: int | None  # the steps its jobs ask for (None: the recipe's default)
+    imported: ImportSpec | None = None  # scored from existing adapter files, not trained
 
     @property
     def method_label(self) -> str:
@@ -73,6 +90,7 @@ class Job:
     sample: SampleOptions
     image_label: str  # the method folder of its images: the label, plus ".seed<N>" when a run has several seeds
     recipe: Recipe  # the plan's resolution of `train`: jobs never resolve again (not part of the key: derived)
+    imported: ImportSpec | None = None  # import this adapter file instead of training
 
     @property
     def id(self) -> str:
@@ -83,8 +101,11 @@ class Job:
         return job_folder(self.label, self.concept, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "concept": self.concept, "seed": self.seed, "image_label": self.image_label,
-                "train": self.train.to_dict(), "sample": dataclasses.asdict(self.sample)}
+        record = {"label": self.label, "concept": self.concept, "seed": self.seed, "image_label": self.image_label,
+                  "train": self.train.to_dict(), "sample": dataclasses.asdict(self.sample)}
+        if self.imported is not None:  # only then: the keys of trained jobs stay what they were
+            record["import"] = {**self.imported.to_dict(), "file": str(self.imported.path(self.concept))}
+        return record
 
     @property
     def key(self) -> str:
@@ -169,10 +190,13 @@ def _variants(config: RunConfig, precision: str, concepts: list[Concept]) -> lis
     for name in config.methods:
         if name in config.variants:
             raw = dict(config.variants[name])
-            if not isinstance(raw.get("method"), str):
+            if not isinstance(raw.get("method"), str) and "adapter" not in raw:
                 raise TloraBenchError(f"config key 'variants.{name}' needs method = \"<method label>\"")
             if not is_safe_name(name):
                 raise TloraBenchError(f"variant name '{name}' must use letters, digits, '_', '-', '.'")
+            if "adapter" in raw:
+                variants.append(_imported(config, precision, name, raw, concepts))
+                continue
             variants += _expand(config, precision, name, raw.pop("method"), raw, concepts)
         else:
             variants += _named("methods", lambda name=name: _expand(config, precision, name, name, {}, concepts))
@@ -242,6 +266,50 @@ def _variant(config: RunConfig, precision: str, label: str | None, spec: MethodS
     return Variant(label, spec, dict(train), dict(adapter), recipe, steps)
 
 
+def _imported(config: RunConfig, precision: str, label: str, raw: dict[str, Any],
+              concepts: list[Concept]) -> Variant:
+    """A variant scored from adapter files trained elsewhere: `adapter` (a path template with "{concept}"),
+    optional `format` and `method` (default: read from the first file found), and import options."""
+    import os
+
+    template, fmt, method = raw.pop("adapter"), raw.pop("format", None), raw.pop("method", None)
+    where = f"variant '{label}'"
+    if not isinstance(template, str) or not template:
+        raise TloraBenchError(f"{where}: adapter must be a path, e.g. \"DIR/{{concept}}/adapter.safetensors\"")
+    if "{concept}" not in template and len(concepts) > 1:
+        raise TloraBenchError(f"{where}: adapter '{template}' names one file for {len(concepts)} concepts; put "
+                              "{concept} in the path where each concept's file differs")
+    bad = [k for k in raw if k in TRAIN_KEYS]
+    if bad:
+        raise TloraBenchError(f"{where}: '{bad[0]}' is a training option, and this variant trains nothing")
+    if fmt is not None:
+        from tlora_bench.adapters.formats import FORMATS
+
+        FORMATS.get(fmt)  # an unknown format: one line with the known ones
+    spec = ImportSpec(os.path.abspath(os.path.expanduser(template)), fmt, dict(raw))
+    method = method or _method_of_files(spec, config.model, concepts, where)
+    parsed, size = parse_method(method)
+    variant = _variant(config, precision, label, parsed, size, {}, {}, concepts)
+    return dataclasses.replace(variant, imported=spec)
+
+
+def _method_of_files(spec: ImportSpec, model: str, concepts: list[Concept], where: str) -> str:
+    """The method label ("tlora-64") of the first concept's file that exists."""
+    from tlora_bench.adapters import METHODS
+    from tlora_bench.adapters.formats import FORMATS, detect_format
+    from tlora_bench.adapters.formats.base import source_file
+
+    for concept in concepts:
+        path = spec.path(concept.id)
+        if path.exists():
+            fmt = FORMATS.get(spec.format) if spec.format else detect_format(path)
+            config = fmt.read(source_file(path, fmt), dict(spec.options), model).config
+            size = METHODS.get(config.method).size_field
+            return f"{config.method}-{getattr(config, size)}" if size else config.method
+    raise TloraBenchError(f"{where}: no adapter file found for any concept (first: '{spec.path(concepts[0].id)}'); "
+                          "check the path, or give method = \"<label>\" to plan without the files")
+
+
 def _check_step_keys(config: RunConfig, variants: tuple[Variant, ...]) -> None:
     names = {"all", *config.methods, *(v.label for v in variants), *(v.method.name for v in variants),
              *(v.method_label for v in variants)}
@@ -271,7 +339,7 @@ def _job(config: RunConfig, variant: Variant, concept: Concept, seed: int, preci
     image_label = variant.label if len(config.seeds) == 1 else f"{variant.label}.seed{seed}"
     # The recipe depends on the seed (the adapter init's) and on nothing else a job adds to its variant.
     recipe = variant.recipe if seed == config.seeds[0] else resolve_recipe(train)
-    return Job(variant.label, concept.id, seed, train, sample, image_label, recipe)
+    return Job(variant.label, concept.id, seed, train, sample, image_label, recipe, variant.imported)
 
 
 def job_images(job: Job, concept: Concept) -> int:

@@ -56,6 +56,7 @@ class JobInfo:
     identity: dict[str, Any]  # job.json `method`: name, family, size, rank, label ({} in folders from before it)
     status: str  # done, failed or unfinished
     folder: Path
+    imported: str | None = None  # the adapter file it scored instead of training (job.json `import`)
 
     @property
     def train_log(self) -> Path:
@@ -159,7 +160,9 @@ def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
                             concept=str(job.get("concept", folder.parent.name)), seed=int(job.get("seed", 0)),
                             method=train.get("method"), train_images=train.get("train_images"),
                             identity=job.get("method") if isinstance(job.get("method"), dict) else {},
-                            status=status, folder=folder))
+                            status=status, folder=folder,
+                            imported=(job.get("import") or {}).get("file") if isinstance(job.get("import"), dict)
+                            else None))
     return jobs
 
 

@@ -89,6 +89,7 @@ def leaderboard(run: RunFolder) -> pd.DataFrame:
         row["n_concepts"], row["n_images"] = n_concepts, _n_images(run, label)
         reason = _incomplete(run, label, n_concepts, most) or ("not scored" if table.empty else "")
         row["incomplete"], row["incomplete_reason"] = bool(reason), reason
+        row["imported"] = bool(job and job.imported)  # scored from adapter files trained elsewhere
         row.update(_paper_columns(paper_match(key, run.model), row))
         rows.append(row)
     board = pd.DataFrame(rows)
@@ -141,7 +142,9 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
             " / ".join(fmt(row[f"paper_{c}"]) for c in paper_columns) + f" ({row['paper_table']})")
         cells = [row["method_label"], str(row["n_concepts"]), str(row["n_images"]),
                  *(interval(row, m.name) for m in shown), paper,
-                 "incomplete: " + row["incomplete_reason"] if row["incomplete"] else ""]
+                 "; ".join(note for note in ("imported adapters" if row.get("imported") else "",
+                                             "incomplete: " + row["incomplete_reason"] if row["incomplete"] else "")
+                           if note)]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -98,9 +98,11 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
     note = None
     if done is not None:
         changed = changed_files(run_dir, done)
-        if not changed:
+        source_changed = job.imported is not None and _source_digest(job) != done.get("source_sha256")
+        if not changed and not source_changed:
             return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
-        note = distrust(changed, folder / TRAIN_DIR / ADAPTER_FILE)  # not finished any more: redo what changed
+        note = distrust(changed, folder / TRAIN_DIR / ADAPTER_FILE) if changed else \
+            "its imported adapter file changed since it was scored; importing and sampling it again"
         _say(f"{job.id}: {note}")
         try:
             (folder / DONE_FILE).unlink()
@@ -116,7 +118,10 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
     atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=2) + "\n")
     try:
         backend = _backend(job, device)
-        trained = train(job.train, folder / TRAIN_DIR, recipe=job.recipe, backend=backend, progress=progress)
+        if job.imported is not None:
+            trained = import_job_adapter(job, folder / TRAIN_DIR / ADAPTER_FILE)
+        else:
+            trained = train(job.train, folder / TRAIN_DIR, recipe=job.recipe, backend=backend, progress=progress)
         sampled = generate(trained.adapter_path, run_dir / IMAGES_DIR, options=job.sample, backend=backend,
                            label=job.image_label, progress=progress)
     except (KeyboardInterrupt, SystemExit, WriteFailed):  # a full disk or read-only folder ends the run
@@ -136,9 +141,54 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
               "images_kept": sampled.n_kept, "device": str(backend.device), "peak_memory_bytes": _peak_memory(),
               "adapter": str(trained.adapter_path.relative_to(run_dir)),
               "images_folder": str(sampled.folder.relative_to(run_dir)),
+              **getattr(trained, "provenance", {}),
               FILES_KEY: record_files(run_dir, trained.adapter_path, sampled.folder)}  # checked on resume
     atomic_write_text(folder / DONE_FILE, json.dumps(marker, indent=2) + "\n")  # last: the job is finished
     return JobOutcome(job.id, "done", seconds, note=note)
+
+
+@dataclass(frozen=True)
+class ImportedAdapter:
+    """What importing an adapter file gives a job, in the place of a training result."""
+
+    adapter_path: Path
+    seconds: float
+    provenance: dict[str, Any]
+    steps: int = 0
+    resumed_from: int = 0
+
+
+def import_job_adapter(job: Job, out: Path) -> ImportedAdapter:
+    """The job's adapter file from elsewhere, imported (and checked against the model) as the job's adapter;
+    a missing file, or one of another method, fails this job only."""
+    from tlora_bench.adapters.formats import import_adapter
+
+    started = time.perf_counter()
+    spec, source = job.imported, job.imported.path(job.concept)
+    if not source.exists():
+        raise TloraBenchError(f"no adapter file for concept '{job.concept}' of variant '{job.label}': '{source}' "
+                              "does not exist")
+    data = import_adapter(source, out, format=spec.format, model=job.train.model, options=dict(spec.options),
+                          metadata={"label": job.label, "train_spec": json.dumps(job.train.to_dict())})
+    expected = job.recipe.adapter_config.method
+    if data.config.method != expected:
+        out.unlink(missing_ok=True)
+        raise TloraBenchError(f"'{source}' holds a '{data.config.method}' adapter, but variant '{job.label}' is "
+                              f"'{job.recipe.label}'; give the variant method = \"{data.config.method}-...\"")
+    provenance = {k: data.metadata[k] for k in ("imported_from", "source_file", "source_sha256")}
+    return ImportedAdapter(out, time.perf_counter() - started, provenance)
+
+
+def _source_digest(job: Job) -> str | None:
+    from tlora_bench.adapters.formats import FORMATS
+    from tlora_bench.adapters.formats.base import source_file
+    from tlora_bench.fileio import sha256_file
+
+    try:
+        fmt = FORMATS.get(job.imported.format) if job.imported.format else None
+        return sha256_file(source_file(job.imported.path(job.concept), fmt))
+    except (OSError, TloraBenchError):
+        return None
 
 
 def _say(line: str) -> None:

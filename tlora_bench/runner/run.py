@@ -297,6 +297,7 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
         row["concepts_planned"] = len({job.concept for job in planned})
         row["failed_jobs"] = sum(job.id in failed for job in planned)
         row["complete"] = row["failed_jobs"] == 0 and row["concepts_scored"] == row["concepts_planned"]
+        row["imported"] = planned[0].imported is not None  # scored from adapter files trained elsewhere
         rows.append(row)
     board = pd.DataFrame(rows)
     board["rank"] = board["rank"].astype("Int64")  # integers, empty for methods without a rank (never 4.0)
@@ -313,7 +314,7 @@ def format_plan(plan: Plan, run_dir: Path) -> str:
     total_steps = total_images = 0
     for label in dict.fromkeys(job.label for job in jobs):
         group = [job for job in jobs if job.label == label]
-        steps = group[0].recipe.steps
+        steps = 0 if group[0].imported else group[0].recipe.steps  # an imported adapter trains nothing
         images = [job_images(job, by_id[job.concept]) for job in group]
         total_steps += steps * len(group)
         total_images += sum(images)

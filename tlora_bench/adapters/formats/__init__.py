@@ -42,16 +42,18 @@ def detect_format(path: str | os.PathLike) -> AdapterFormat:
 
 
 def import_adapter(source: str | os.PathLike, out: str | os.PathLike, *, format: str | None = None,
-                   model: str | None = None, options: dict[str, Any] | None = None) -> AdapterData:
+                   model: str | None = None, options: dict[str, Any] | None = None,
+                   metadata: dict[str, str] | None = None) -> AdapterData:
     """Convert `source` (a file or its folder) into the tlora-bench adapter file `out`; with `model`, first check
-    that it fits that model's layers. The file's sha256 and format go into the provenance. Nothing is written on
-    any error."""
+    that it fits that model's layers. The file's sha256 and format go into the provenance, with `metadata`.
+    Nothing is written on any error."""
     fmt = FORMATS.get(format) if format else detect_format(source)
     file = source_file(Path(source), fmt)
     data = fmt.read(file, dict(options or {}), model)
     if model is not None:
         check_fits_model(data, model)
-    data.metadata.update({"imported_from": fmt.name, "source_file": str(file), "source_sha256": sha256_file(file)})
+    data.metadata.update({**(metadata or {}), "imported_from": fmt.name, "source_file": str(file),
+                          "source_sha256": sha256_file(file)})
     write_adapter(data, out)
     return data
 
