@@ -89,8 +89,9 @@ def _backend(pipe: Any) -> Any:
     """tlora-bench's backend object around the user's pipeline (no weights load): it knows the denoiser, its
     timestep argument and, for FLUX, the exact t of each step."""
     from tlora_bench.models import backend_spec
+    from tlora_bench.specs import DEFAULT_MODEL  # SD-XL
 
-    kinds = {"StableDiffusionXL": ("sdxl", "unet", "tlora_bench.models.sdxl:SDXLBackend"),
+    kinds = {"StableDiffusionXL": (DEFAULT_MODEL, "unet", "tlora_bench.models.sdxl:SDXLBackend"),
              "Flux": ("flux", "transformer", "tlora_bench.models.flux:FluxBackend")}
     for prefix, (name, attribute, loader) in kinds.items():
         if type(pipe).__name__.startswith(prefix) and hasattr(pipe, attribute):
