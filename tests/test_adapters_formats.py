@@ -249,3 +249,39 @@ def test_format_names_and_the_cli_round_trip(tmp_path):
     assert back.exit_code == 0 and "tlora from official-sdxl" in back.output, back.output
     metadata = read_adapter(tmp_path / "b.safetensors").metadata
     assert metadata["imported_from"] == "official-sdxl" and len(metadata["source_sha256"]) == 64
+
+
+@pytest.mark.parametrize("label", ["lora-4", "tlora-4"])
+def test_a_lycoris_export_loads_into_lycoris_own_network(label, tmp_path):
+    """create_lycoris + network.load_weights (LyCORIS's own code) on the exported file gives our outputs."""
+    from lycoris import LycorisNetwork, create_lycoris
+    from lycoris.modules.tlora import clear_timestep_mask, set_timestep_mask
+
+    from tlora_bench.adapters.lycoris_methods.layer import _one_layer_at_a_time
+    from tlora_bench.adapters.timestep import rank_schedule
+
+    inputs, t = unet_inputs(batch=1), torch.tensor([300.0])
+    ours = _trained(fresh_unet(), label, inputs, t)
+    written = export_adapter(save_adapter(ours, tmp_path / "a.safetensors"), "lycoris", tmp_path / "lyco")[0]
+    theirs, targets = fresh_unet(), LycorisNetwork.TARGET_REPLACE_MODULE
+    LycorisNetwork.apply_preset({"target_module": ["Linear"]})  # a class-wide preset: restored below
+    try:
+        with _one_layer_at_a_time():
+            network = create_lycoris(theirs, 1.0, linear_dim=4, linear_alpha=4,
+                                     algo="lora" if label == "lora-4" else "tlora")
+    finally:
+        LycorisNetwork.TARGET_REPLACE_MODULE = targets
+    network.apply_to()
+    result = network.load_weights(str(written))  # strict=False: the modules the file lacks stay at their zero init
+    assert "unexpected keys" not in str(result)
+    rank = int(rank_schedule(t, 4, 2))
+    mask = torch.zeros(1, 4)
+    mask[:, :rank] = 1.0
+    set_timestep_mask(mask)
+    try:
+        with torch.no_grad():
+            got = theirs(timestep=t, **inputs).sample
+    finally:
+        clear_timestep_mask()
+    with torch.no_grad():
+        assert torch.allclose(got, run(ours, inputs, t), atol=1e-5)
