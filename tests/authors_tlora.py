@@ -124,3 +124,53 @@ def sigma_mask(t: float, max_timestep: int, max_rank: int, min_rank: int, alpha:
     mask = torch.zeros((1, max_rank))
     mask[:, :r] = 1.0
     return mask
+
+
+class FluxLoraLayers(nn.Module):
+    """The layers of their `FluxLoraAttnProcessor` (flux/model/lora.py): seven Vanilla layers of inner_dim, also in
+    single blocks, where `to_out_lora` and the `*_proj_lora` layers are never called."""
+
+    NAMES = ("to_q_lora", "to_k_lora", "to_v_lora", "to_out_lora", "to_q_proj_lora", "to_k_proj_lora",
+             "to_v_proj_lora")
+
+    def __init__(self, hidden_size: int, rank: int):
+        super().__init__()
+        for name in self.NAMES:
+            setattr(self, name, LoRALinearLayer(hidden_size, hidden_size, rank))
+
+
+FLUX_CALLS = {"to_q": "to_q_lora", "to_k": "to_k_lora", "to_v": "to_v_lora", "to_out.0": "to_out_lora",
+              "add_q_proj": "to_q_proj_lora", "add_k_proj": "to_k_proj_lora", "add_v_proj": "to_v_proj_lora"}
+
+
+def install_flux_layers(transformer, rank: int, mask_of) -> tuple[dict[str, FluxLoraLayers], list]:
+    """Their processors' arithmetic on the stock attention: each projection's output gets `+ lora(x, mask)`, as
+    their `__call__` adds it (`attn.to_q(h) + scale * self.to_q_lora(h, sigma_mask)`, ...). `mask_of()` gives the
+    current sigma_mask. Returns the layers by processor name and the hook handles."""
+    layers, handles = {}, []
+    for name in transformer.attn_processors:
+        procs = FluxLoraLayers(transformer.inner_dim, rank)
+        layers[name] = procs
+        attn = transformer.get_submodule(name.rsplit(".processor", 1)[0])
+        for projection, lora in FLUX_CALLS.items():
+            if not _has(attn, projection):
+                continue
+            hook = (lambda layer: lambda module, args, out: out + layer(args[0], mask_of()))(getattr(procs, lora))
+            handles.append(attn.get_submodule(projection).register_forward_hook(hook))
+    return layers, handles
+
+
+def _has(module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def flux_sigma_mask(t: float, max_timestep: int, max_rank: int, min_rank: int) -> torch.Tensor:
+    """Their FLUX `get_rank_by_timestep` and mask."""
+    r = int((max_timestep - t) * (max_rank - min_rank) / max_timestep) + min_rank
+    mask = torch.zeros((1, max_rank))
+    mask[:, :r] = 1.0
+    return mask

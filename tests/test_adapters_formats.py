@@ -22,9 +22,10 @@ T = torch.tensor([150.0, 720.0])
 SDXL_CASES = [("tlora-4", "official-sdxl"), ("ortho-lora-4", "official-sdxl"), ("vanilla-tlora-4", "official-sdxl"),
               ("lora-4", "official-sdxl"), ("tlora-4", "lycoris"), ("ortho-lora-4", "lycoris"), ("lora-4", "lycoris"),
               ("lora-4", "diffusers"), ("lora-4", "peft"), ("peft:loha-4", "peft"), ("peft:lokr-4", "peft"),
-              ("lycoris:tlora-4", "lycoris")]
+              ("peft:dora-4", "peft"), ("lycoris:tlora-4", "lycoris"), ("lycoris:lokr-4", "lycoris")]
 FLUX_CASES = [("vanilla-tlora-4", "official-flux"), ("lora-4", "official-flux"), ("lora-4", "diffusers"),
-              ("tlora-4", "lycoris")]
+              ("tlora-4", "lycoris"), ("ortho-lora-4", "lycoris"), ("lora-4", "lycoris"), ("lora-4", "peft"),
+              ("peft:loha-4", "peft"), ("lycoris:tlora-4", "lycoris")]
 
 
 def _trained(model, label: str, inputs, t, **options):
@@ -64,7 +65,8 @@ def test_sdxl_round_trips_are_exact_in_tensors_and_outputs(label, fmt, tmp_path)
 def test_flux_round_trips_are_exact(label, fmt, tmp_path):
     model, inputs = tiny_flux_transformer(), tiny_flux_inputs(batch=2)
     sigma = torch.tensor([0.25, 0.9])
-    attach_adapters(model, make_config(label, r_min=1, target_modules=FLUX_TARGETS))
+    masked = label.split("-")[0] in ("tlora", "vanilla")  # the T-LoRA family's FLUX default r_min
+    attach_adapters(model, make_config(label, target_modules=FLUX_TARGETS, **({"r_min": 1} if masked else {})))
     torch.manual_seed(0)
     with torch.no_grad():  # a non-zero update without training
         for parameter in (p for p in model.parameters() if p.requires_grad):
@@ -285,3 +287,27 @@ def test_a_lycoris_export_loads_into_lycoris_own_network(label, tmp_path):
         clear_timestep_mask()
     with torch.no_grad():
         assert torch.allclose(got, run(ours, inputs, t), atol=1e-5)
+
+
+def test_an_official_flux_export_loads_into_the_authors_layers_strictly_and_gives_ours(tmp_path):
+    model, inputs = tiny_flux_transformer(), tiny_flux_inputs(batch=1)
+    sigma = torch.tensor([0.35])
+    attach_adapters(model, make_config("vanilla-tlora-4", r_min=1, target_modules=FLUX_TARGETS))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in (p for p in model.parameters() if p.requires_grad):
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    weights = export_adapter(save_adapter(model, tmp_path / "a.safetensors"), "official-flux", tmp_path / "flux")[0]
+    theirs = tiny_flux_transformer()
+    mask = authors_tlora.flux_sigma_mask(float(sigma * 1000), 1000, 4, 1)
+    layers, handles = authors_tlora.install_flux_layers(theirs, 4, lambda: mask)
+    authors_tlora.load_processors_strict(layers, torch.load(weights, weights_only=True))  # their strict load
+    with torch.no_grad(), timesteps(model, sigma * 1000):
+        expected = model(timestep=sigma, **inputs).sample
+    with torch.no_grad():
+        got = theirs(timestep=sigma, **inputs).sample
+        for handle in handles:
+            handle.remove()
+        plain = theirs(timestep=sigma, **inputs).sample
+    assert (got - plain).abs().max() > 1e-4
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
