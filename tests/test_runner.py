@@ -226,3 +226,9 @@ def test_an_unwritable_run_folder_and_an_impossible_size_fail_before_any_work(tm
         run(config, blocked / "run", progress=False, echo=quiet)
     with pytest.raises(TloraBenchError, match="oft-7 on model 'tiny': oft-7 is impossible"):
         make_plan(reduced_config(tmp_path, methods="oft-7"))
+
+
+def test_a_dry_run_under_a_backend_alias_finds_its_throughput_figure():
+    result = CliRunner().invoke(main, ["run", "--preset", "smoke", "--dry-run"])  # model "tiny": tiny-sdxl's figure
+    assert result.exit_code == 0, result.output
+    assert "device hours" in result.output and "no throughput figure" not in result.output

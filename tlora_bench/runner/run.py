@@ -322,7 +322,7 @@ def format_plan(plan: Plan, run_dir: Path) -> str:
         lines.append(f"{label:<24} {group[0].train.method:<18} {len(group):>5} {steps:>10} {per_job:>11}")
     lines.append(f"{len(jobs)} jobs ({len(concepts)} concepts x {len(config.seeds)} seeds per variant): "
                  f"{total_steps:,} training steps, {total_images:,} images on {config.model} ({plan.precision})")
-    guess = estimate(config.model, plan.precision, total_steps, total_images, run_dir)
+    guess = estimate(plan.backend.name, plan.precision, total_steps, total_images, run_dir)  # "tiny": tiny-sdxl
     if guess is None:
         lines.append(f"no throughput figure for {config.model} / {plan.precision}: no hour estimate")
     else:
