@@ -311,3 +311,14 @@ def test_an_official_flux_export_loads_into_the_authors_layers_strictly_and_give
         plain = theirs(timestep=sigma, **inputs).sample
     assert (got - plain).abs().max() > 1e-4
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_an_empty_file_and_a_flux_schedule_exponent_are_one_line_and_no_file(tmp_path):
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    with pytest.raises(TloraBenchError, match="holds no tensors"):
+        import_adapter(tmp_path / "empty.safetensors", tmp_path / "never.safetensors", format="diffusers")
+    model = tiny_flux_transformer()
+    attach_adapters(model, make_config("vanilla-tlora-4", r_min=1, gamma=2.0, target_modules=FLUX_TARGETS))
+    with pytest.raises(TloraBenchError, match="no schedule exponent"):
+        export_adapter(save_adapter(model, tmp_path / "a.safetensors"), "official-flux", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "never.safetensors").exists()

@@ -55,12 +55,12 @@ def load_into_pipeline(pipe: Any, adapter: str | os.PathLike, *, format: str | N
     """Load `adapter` (a tlora-bench adapter file, or another tool's file in `format`, detected when None; with
     `options` for what such a file does not record) into `pipe`, a StableDiffusionXLPipeline or FluxPipeline."""
     from tlora_bench.adapters import detach_adapters, prepare_for_sampling
-    from tlora_bench.adapters.io import FORMAT, load_adapter, read_adapter_metadata
+    from tlora_bench.adapters.io import load_adapter
 
     backend = _backend(pipe)
     path = Path(adapter)
     with tempfile.TemporaryDirectory() as tmp:
-        if format is not None or not _is_tlora_file(path, FORMAT, read_adapter_metadata):
+        if format is not None or not _is_tlora_file(path):
             from tlora_bench.adapters.formats import import_adapter
 
             import_adapter(path, Path(tmp) / "adapter.safetensors", format=format, options=options)
@@ -76,11 +76,13 @@ def load_into_pipeline(pipe: Any, adapter: str | os.PathLike, *, format: str | N
     return PipelineAdapter(backend, config)
 
 
-def _is_tlora_file(path: Path, fmt: str, read_metadata: Any) -> bool:
+def _is_tlora_file(path: Path) -> bool:
+    from tlora_bench.adapters.io import FORMAT, read_adapter_metadata
+
     if not path.is_file() or path.suffix != ".safetensors":
         return False
     try:
-        return read_metadata(path).get("format") == fmt
+        return read_adapter_metadata(path).get("format") == FORMAT
     except TloraBenchError:
         return False
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tlora_bench.adapters.formats.base import FORMATS, AdapterFormat, load_tensors, register_format, source_file
+from tlora_bench.adapters.formats.base import FORMATS, AdapterFormat, load_keys, register_format, source_file
 from tlora_bench.adapters.formats.diffusers_file import DiffusersFile  # each format registers on import
 from tlora_bench.adapters.formats.lycoris_file import LycorisFile
 from tlora_bench.adapters.formats.official import OfficialFlux, OfficialSDXL
@@ -29,10 +29,9 @@ def format_names() -> list[str]:
 def detect_format(path: str | os.PathLike) -> AdapterFormat:
     """The format whose layout a file's tensor names have; none is one line listing the formats known."""
     file = source_file(Path(path))
-    tensors, metadata = load_tensors(file)
+    keys, metadata = load_keys(file)  # a safetensors header only: the format's reader loads the tensors
     if metadata.get("format") == FORMAT:
         raise TloraBenchError(f"'{file}' is already a tlora-bench adapter file; use it as it is")
-    keys = set(tensors)
     for name in FORMATS.names():
         if FORMATS.get(name).detect(keys, file):
             return FORMATS.get(name)
@@ -73,8 +72,8 @@ def check_fits_model(data: AdapterData, model: str) -> None:
     spec = METHODS.get(data.config.method)
     layers = data.layers()
     for name in layers:
-        if name not in table:
-            raise TloraBenchError(f"adapter layer '{name}' is no module of model '{model}': the file is for another "
+        if name not in table or table[name].shape is None or len(table[name].shape) != 2:
+            raise TloraBenchError(f"adapter layer '{name}' is no Linear of model '{model}': the file is for another "
                                   "base model (give --model)")
     shapes: dict[tuple[int, ...], dict[str, tuple[int, ...]] | None] = {}
     for name, tensors in layers.items():

@@ -78,20 +78,35 @@ def source_file(path: Path, fmt: AdapterFormat | None = None) -> Path:
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, safetensors metadata) of a .safetensors file or a torch pickle (read with weights_only);
-    a truncated or corrupt file is one line."""
+    a truncated, corrupt or empty file is one line."""
+    return _read(path, keys_only=False)
+
+
+def load_keys(path: Path) -> tuple[set[str], dict[str, str]]:
+    """(tensor names, metadata) of an adapter file: from a safetensors header alone, without reading tensors."""
+    keys, metadata = _read(path, keys_only=True)
+    return set(keys), metadata
+
+
+def _read(path: Path, keys_only: bool) -> tuple[Any, dict[str, str]]:
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
-        state = torch.load(path, map_location="cpu", weights_only=True)
+                keys = list(f.keys())
+                state = dict.fromkeys(keys) if keys_only else {k: f.get_tensor(k) for k in keys}
+                metadata = dict(f.metadata() or {})
+        else:
+            state, metadata = torch.load(path, map_location="cpu", weights_only=True), {}
     except Exception as e:  # safetensors, pickle and zip readers raise many types for a damaged file
         raise TloraBenchError(f"'{path}' is not a readable adapter file ({' '.join(str(e).split())[:160]}); "
                               "it may be truncated: download or export it again") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(keys_only or isinstance(v, torch.Tensor) for v in state.values()):
         raise TloraBenchError(f"'{path}' does not hold a dict of tensors; it is no adapter file")
-    return dict(state), {}
+    if not state:
+        raise TloraBenchError(f"'{path}' holds no tensors; it is no adapter file")
+    return state, metadata
 
 
 def recorded_config(metadata: dict[str, str]) -> dict[str, Any] | None:

@@ -74,7 +74,10 @@ class LycorisFile(AdapterFormat):
 
     def _dotted(self, groups: dict[str, Any], metadata: dict[str, str], model: str | None,
                 path: Path) -> dict[str, str]:
-        recorded = json.loads(metadata[LAYERS_KEY]) if LAYERS_KEY in metadata else None
+        try:
+            recorded = json.loads(metadata[LAYERS_KEY]) if LAYERS_KEY in metadata else None
+        except ValueError:  # a damaged record: resolve the names through the model instead
+            recorded = None
         if isinstance(recorded, dict):
             return recorded
         table: dict[str, str] = {}

@@ -124,6 +124,9 @@ class _Official(AdapterFormat):
         if config.alpha is not None:
             raise TloraBenchError(f"format '{self.name}' has no scale: the authors' layers add their update "
                                   f"unscaled, and this adapter scales it by alpha / r = {config.scale}")
+        if self.layers is FLUX_LAYERS and config.mask and config.gamma != 1.0:
+            raise TloraBenchError("format 'official-flux' has no schedule exponent (the authors' FLUX schedule is "
+                                  f"linear); this adapter has gamma={config.gamma}")
         if set(config.target_modules) != set(self.layers):
             raise TloraBenchError(f"format '{self.name}' adapts exactly {', '.join(self.layers)} of every attention "
                                   f"block; this adapter's target_modules are {list(config.target_modules)}")
@@ -196,9 +199,6 @@ class OfficialFlux(_Official):
         atomic_write_bytes(path, buffer.getvalue())
 
     def _hparams_text(self, config: Any) -> str:
-        if config.mask and config.gamma != 1.0:
-            raise TloraBenchError("format 'official-flux' has no schedule exponent (the authors' FLUX schedule is "
-                                  f"linear); this adapter has gamma={config.gamma}")
         return _yaml({"rank": config.r, "min_rank": config.r_min if config.mask else 1, "tlora": bool(config.mask)})
 
 
