@@ -73,7 +73,7 @@ def test_per_method_means_over_concepts_with_a_bootstrap_interval(scores):
     # percentiles of 1,000 resamples are the two values themselves.
     assert (lora.loc["is", "ci_low"], lora.loc["is", "ci_high"]) == pytest.approx((0.5, 0.7))
     assert (lora.loc["ts", "ci_low"], lora.loc["ts", "ci_high"]) == pytest.approx((0.2, 0.4))
-    assert set(lora["n_concepts"]) == {2}
+    assert set(lora.loc[["is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept"], "n_concepts"]) == {2}
     tlora = methods[methods["method_label"] == "tlora"].set_index("metric")
     assert tlora.loc["is", "mean"] == pytest.approx(0.9) and tlora.loc["is", "n_concepts"] == 1
     assert (tlora.loc["is", "ci_low"], tlora.loc["is", "ci_high"]) == pytest.approx((0.9, 0.9))

@@ -28,7 +28,8 @@ from tlora_bench.metrics.registry import (
     registered_metric,
 )
 
-BUILTINS = ["is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept"]
+BUILTINS = ["is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept", "background_copy", "layout_iou",
+            "layout_shift", "layout_area", "diversity", "drift"]
 ROOT = Path(__file__).parent.parent
 
 
@@ -38,15 +39,20 @@ def _file_brightness(path: Path) -> float:
 
 def test_the_builtins_in_order_with_their_aggregation_and_paper_columns() -> None:
     assert metric_names() == BUILTINS
-    assert metric_names("base") == BUILTINS[:4] and metric_names("contextual") == BUILTINS[4:]
-    assert (tuple(BUILTINS[:4]), tuple(BUILTINS[4:])) == (aggregate.IS_METRICS, aggregate.TS_METRICS)
+    assert metric_names("base") == BUILTINS[:4] and metric_names("contextual") == BUILTINS[4:10]
+    assert metric_names("all") == ["diversity"] and metric_names("drift") == ["drift"]
+    assert (tuple(BUILTINS[:4]), tuple(BUILTINS[4:10])) == (aggregate.IS_METRICS, aggregate.TS_METRICS)
     assert tuple(BUILTINS) == aggregate.METRICS
-    assert [get_metric(name).aggregation for name in BUILTINS] == ["base"] * 4 + ["contextual"] * 2
+    assert [get_metric(name).aggregation for name in BUILTINS] == ["base"] * 4 + ["contextual"] * 6 + ["all", "drift"]
     # The paper's IS and DINO-IS were computed on masked images: they sit beside our masked scores.
     assert [(m.paper.column, m.name) for m in paper_metrics()] == [("is", "is_masked"), ("dino_is", "dino_is_masked"),
                                                                   ("ts", "ts")]
-    assert [m.label for m in headline_metrics()] == ["CLIP-IS (masked)", "DINO-IS (masked)", "TS"]
-    assert all(get_metric(name).builtin and get_metric(name).higher_is_better for name in BUILTINS)
+    assert [m.label for m in headline_metrics()] == ["CLIP-IS (masked)", "DINO-IS (masked)", "TS", "Background copy",
+                                                     "Layout copy (IoU)", "Diversity", "Drift"]
+    assert all(get_metric(name).builtin for name in BUILTINS)
+    directions = {name: get_metric(name).higher_is_better for name in BUILTINS}
+    assert [n for n, up in directions.items() if up is False] == ["background_copy", "layout_iou", "drift"]
+    assert directions["layout_area"] is None  # a diagnostic: 1 is the training size, neither way is better
 
 
 def test_importing_the_registry_and_the_names_loads_no_torch() -> None:
@@ -148,7 +154,7 @@ def test_a_hook_metric_flows_from_evaluate_folder_to_the_report(project) -> None
         result = _evaluate(manifest, gen)
         report = make_report(gen)
     scores = result.scores
-    assert list(scores.columns[11:19]) == [*BUILTINS, "sharp", "bright"]  # after file_sha256, before ts_text
+    assert list(scores.columns[11:25]) == [*BUILTINS, "sharp", "bright"]  # after file_sha256, before ts_text
     assert len(seen) == len(scores) == 14  # every readable image, every prompt
     for _, row in scores.iterrows():
         assert row["sharp"] == row["bright"] == pytest.approx(_file_brightness(gen / row["file"]))

@@ -63,8 +63,8 @@ def test_run_leaderboard_equals_evaluation(tiny_run: Path) -> None:
     for _, row in per_method.iterrows():
         ours = board[board["method_label"] == row["method_label"]].iloc[0]
         for column in ("mean", "ci_low", "ci_high"):
-            assert ours[f"{row['metric']}_{column}"] == pytest.approx(row[column], abs=1e-12)
-        assert ours["n_concepts"] == row["n_concepts"]
+            assert ours[f"{row['metric']}_{column}"] == pytest.approx(row[column], abs=1e-12, nan_ok=True)
+        assert row["n_concepts"] in (0, ours["n_concepts"])  # 0: a metric with no value in this run (drift)
     assert (board["n_images"] > 0).all() and not board["incomplete"].any()
     assert board["paper_table"].isna().all() and board["paper_is"].isna().all()  # tiny models match nothing
 
@@ -202,7 +202,7 @@ def test_a_registered_metric_gets_leaderboard_columns_and_html(tmp_path: Path) -
     index = len(metric_names())  # make_evaluated_folder numbered it after the built-ins
     board = pd.read_csv(out / "leaderboard.csv").set_index("method_label")
     columns = list(board.columns)
-    assert columns.index("sharpness_mean") == columns.index("ts_class_kept_ci_high") + 1
+    assert columns.index("sharpness_mean") == columns.index("drift_ci_high") + 1
     assert board.loc["lora-64", "sharpness_mean"] == pytest.approx(metric_value(1, index))
     assert board.loc["lora-64", "sharpness_ci_low"] == pytest.approx(metric_value(1, index) - 0.02)
     assert "sharpness" in pd.read_csv(out / "per_concept.csv").columns

@@ -143,3 +143,22 @@ def test_cli_train_generate_evaluate_on_a_fresh_cache(tmp_path):
     assert summary["n_scored"] == 3
     result = runner.invoke(main, ["generate", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no adapter at" in result.output
+
+
+def test_drift_images_pair_with_the_base_models_by_prompt_and_seed(trained, tmp_path):
+    from tlora_bench.layout import find_base_images
+    from tlora_bench.prompts import drift_prompts
+    from tlora_bench.sample import generate_base_drift
+
+    backend, adapter = trained["backend"], trained["adapters"]["lora-4"]
+    options = SampleOptions(prompts=1, base_images=1, batch_size=2, drift_images=1)
+    result = generate(adapter, tmp_path, options=options, backend=backend, progress=False)
+    drift = [r for r in read_images_index(result.folder / "images.jsonl") if r.kind == "drift"]
+    assert [r.template for r in drift] == list(drift_prompts()) and len(drift_prompts()) == 10
+    assert [r.file for r in drift][:2] == ["d00_i00.png", "d01_i00.png"]
+    base = generate_base_drift(backend, tmp_path, base_seed=0, options=options, model="tiny")
+    again = generate_base_drift(backend, tmp_path, base_seed=0, options=options, model="tiny")
+    assert base.n_generated == 10 and again.n_generated == 0  # made once, then found
+    pairs = find_base_images(tmp_path)
+    assert set(pairs) == {(r.template, r.seed) for r in drift}  # every adapted image has its base twin
+    assert Image.open(pairs[(drift[0].template, drift[0].seed)]).text["adapter_sha256"] == ""

@@ -27,6 +27,7 @@ from tlora_bench.prompts import (
     IMAGES_PER_PROMPT,
     MAX_IMAGES_PER_PROMPT,
     check_token,
+    drift_prompts,
     load_prompt_set,
 )
 from tlora_bench.resources import bundled_names, bundled_path
@@ -80,6 +81,9 @@ class RunConfig:
     images_per_prompt: int = _field(IMAGES_PER_PROMPT, "Images per contextual prompt (docs/decisions.md section 4)")
     base_images: int = _field(IMAGES_PER_BASE_PROMPT, "Images of the base prompt (docs/decisions.md section 4)")
     prompts: int | None = _field(None, "Only the first N prompt templates, the base prompt first (default: all)")
+    drift_images: int = _field(1, "Images of each of the ten drift prompts (prompts/drift.txt), made by every "
+                                  "adapted model and once by the base model, for the drift score; 0: no drift")
+    drift_prompts: int | None = _field(None, "Only the first N drift prompts (default: all ten)")
     sample_batch_size: int = _field(5, "Images of one prompt per denoiser batch")
     checkpoint_every: int = _field(100, "Training steps between checkpoints (0: only at the end)")
     gradient_checkpointing: bool = _field(False, "Trade compute for memory in the denoiser")
@@ -156,8 +160,9 @@ def _check_counts(config: RunConfig) -> None:
     templates = 1 + max(len(load_prompt_set(name)) for name in ("live", "object"))  # the base prompt first
     for key, low, high in (("images_per_prompt", 1, MAX_IMAGES_PER_PROMPT), ("base_images", 1, MAX_IMAGES_PER_PROMPT),
                            ("sample_batch_size", 1, MAX_BATCH), ("checkpoint_every", 0, MAX_STEPS),
-                           ("prompts", 1, templates)):
-        if getattr(config, key) is not None or key != "prompts":
+                           ("drift_images", 0, MAX_IMAGES_PER_PROMPT),
+                           ("prompts", 1, templates), ("drift_prompts", 1, len(drift_prompts()))):
+        if getattr(config, key) is not None or key not in ("prompts", "drift_prompts"):
             _check_int(key, getattr(config, key), low, high)
     for key in ("gradient_checkpointing", "tiny_extractors"):
         _check(isinstance(getattr(config, key), bool), key, f"must be true or false, got {_got(getattr(config, key))}")

@@ -220,3 +220,20 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_file_lock(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on `path` (created if absent): workers of one run take turns."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        if sys.platform != "win32":  # Windows has no flock: workers there run one at a time anyway
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -6,8 +6,13 @@ images that `tlora-bench evaluate` scores, with the one writer of its index.
 
 Keys of a line: `file` (path relative to the index's folder), `template` (the prompt template with `{0}`),
 `image_index` (int), all three required; `seed` (int), `method` (str, default: the <method_label> folder name),
-`rank` (int or null) and `prompt` (the text fed to the model, informational) optional. The sampler writes
-this layout and other tools can too (docs/evaluation.md, "Layout").
+`rank` (int or null), `prompt` (the text fed to the model, informational) and `kind` optional. `kind` is
+"concept" (the default) or "drift": a drift image's `template` is a prompt naming no concept (no `{0}`), and
+it is compared with the base model's image of the same prompt and seed, which live in
+
+    DIR/_base_model/seed-<s>/images.jsonl           the base model's drift images, one folder per base seed
+
+The sampler writes this layout and other tools can too (docs/evaluation.md, "Layout").
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ EVALUATION_FILE = "evaluation.json"  # written last: its presence means the eval
 REPORT_PAGE = "report.html"
 REPORT_MARKDOWN = "leaderboard.md"
 INDEX_FILE = "images.jsonl"
+BASE_MODEL_DIR = "_base_model"  # images/_base_model/seed-<s>/: the base model's drift images, shared by all methods
+KINDS = ("concept", "drift")
 
 
 def job_folder(label: str, concept: str, seed: int) -> PurePosixPath:
@@ -56,7 +63,7 @@ def job_folder(label: str, concept: str, seed: int) -> PurePosixPath:
     return PurePosixPath(JOBS_DIR, label, concept, f"seed-{seed}")
 
 _REQUIRED = ("file", "template", "image_index")
-_OPTIONAL = ("seed", "method", "rank", "prompt")
+_OPTIONAL = ("seed", "method", "rank", "prompt", "kind")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class ImageRecord:
     method: str | None = None  # None: the <method_label> folder name
     rank: int | None = None
     prompt: str | None = None
+    kind: str = "concept"  # or "drift": a prompt that names no concept (its template holds no {0})
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,17 @@ def _check_record(raw: Any, where: str) -> ImageRecord:
     missing = [key for key in _REQUIRED if key not in raw]
     if missing:
         raise TloraBenchError(f"{where}: missing required key '{missing[0]}' (required: {', '.join(_REQUIRED)})")
-    file, template = raw["file"], raw["template"]
+    file, template, kind = raw["file"], raw["template"], raw.get("kind", "concept")
+    if kind not in KINDS:
+        raise TloraBenchError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
     path = PurePosixPath(file) if isinstance(file, str) else None
     if path is None or not file or path.is_absolute() or ".." in path.parts or "\\" in file:
         raise TloraBenchError(f"{where}: 'file' must be a relative '/'-separated path inside the folder, "
                               f"got {file!r}")
-    if not isinstance(template, str) or template.count(PLACEHOLDER) != 1:
+    if kind == "drift" and (not isinstance(template, str) or not template.strip() or PLACEHOLDER in template):
+        raise TloraBenchError(f"{where}: a drift image's 'template' must be its prompt, without {PLACEHOLDER}, "
+                              f"got {template!r}")
+    if kind == "concept" and (not isinstance(template, str) or template.count(PLACEHOLDER) != 1):
         raise TloraBenchError(f"{where}: 'template' must be the prompt template with {PLACEHOLDER} exactly once "
                               f"where the concept goes, got {template!r}")
     for key in ("image_index", "seed", "rank"):
@@ -115,7 +128,7 @@ def _check_record(raw: Any, where: str) -> ImageRecord:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise TloraBenchError(f"{where}: '{key}' must be a string, got {raw[key]!r}")
     return ImageRecord(file=file, template=template, image_index=raw["image_index"], seed=raw.get("seed"),
-                       method=raw.get("method"), rank=raw.get("rank"), prompt=raw.get("prompt"))
+                       method=raw.get("method"), rank=raw.get("rank"), prompt=raw.get("prompt"), kind=kind)
 
 
 def _check_unique(records: list[ImageRecord], where: str) -> None:
@@ -143,7 +156,9 @@ def write_images_index(folder: str | Path, rows: Iterable[ImageRecord | Mapping[
         raw = asdict(row) if isinstance(row, ImageRecord) else dict(row)
         records.append(_check_record(raw, f"{target} row {number}"))
     _check_unique(records, str(target))
-    lines = [json.dumps({k: v for k, v in asdict(r).items() if v is not None or k == "rank"}, ensure_ascii=False)
+    lines = [json.dumps({k: v for k, v in asdict(r).items()
+                         if (v is not None or k == "rank") and not (k == "kind" and v == "concept")},
+                        ensure_ascii=False)
              for r in records]
     atomic_write_text(target, "".join(line + "\n" for line in lines))
     return target
@@ -187,7 +202,8 @@ def find_indexed_folders(images_dir: str | Path, skip: Iterable[Path] = ()) -> l
     for index in sorted(images_dir.glob(f"*/*/{INDEX_FILE}")):
         concept_dir = index.parent
         method_dir = concept_dir.parent
-        if method_dir.name.startswith(".") or concept_dir.name.startswith(".") or method_dir.resolve() in skipped:
+        if (method_dir.name.startswith(".") or concept_dir.name.startswith(".") or method_dir.name == BASE_MODEL_DIR
+                or method_dir.resolve() in skipped):
             continue
         found.append(IndexedFolder(method_label=method_dir.name, concept_id=concept_dir.name, folder=concept_dir,
                                    records=tuple(read_images_index(index))))
@@ -199,4 +215,18 @@ def find_indexed_folders(images_dir: str | Path, skip: Iterable[Path] = ()) -> l
             hint = " (this is a method folder: pass the folder one level up)"
         raise TloraBenchError(f"no '{INDEX_FILE}' found as '{images_dir}/<method>/<concept>/{INDEX_FILE}'{hint}; "
                               "see docs/evaluation.md for the layout")
+    return found
+
+
+def base_model_folder(images_dir: str | Path, base_seed: int) -> Path:
+    """DIR/_base_model/seed-<s>: the base model's drift images for one base seed."""
+    return Path(images_dir) / BASE_MODEL_DIR / f"seed-{base_seed}"
+
+
+def find_base_images(images_dir: str | Path) -> dict[tuple[str, int | None], Path]:
+    """The base model's drift images under DIR/_base_model/*/images.jsonl, by (prompt, seed); empty if none."""
+    found: dict[tuple[str, int | None], Path] = {}
+    for index in sorted((Path(images_dir) / BASE_MODEL_DIR).glob(f"*/{INDEX_FILE}")):
+        for record in read_images_index(index):
+            found[(record.template, record.seed)] = index.parent / record.file
     return found

@@ -24,10 +24,10 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.fileio import atomic_write_bytes, check_writable, ensure_writable
+from tlora_bench.fileio import atomic_write_bytes, check_writable, ensure_writable, exclusive_file_lock
 from tlora_bench.interrupts import safe_points, stop_if_asked
-from tlora_bench.layout import INDEX_FILE, ImageRecord, write_images_index
-from tlora_bench.prompts import PromptItem, prompt_items
+from tlora_bench.layout import INDEX_FILE, ImageRecord, base_model_folder, write_images_index
+from tlora_bench.prompts import PromptItem, drift_items, prompt_items
 from tlora_bench.specs import SampleOptions, TrainSpec
 
 
@@ -88,19 +88,26 @@ def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[Pro
     if options.prompts is not None:
         templates = templates[:options.prompts]
         items = [item for item in items if item.template in templates]
-    return concept, items
+    return concept, items + drift_items(base_seed, options.drift_images, options.drift_prompts)
 
 
 def image_names(items: list[PromptItem]) -> dict[PromptItem, str]:
-    """Each image's file name: its template's position in the plan (the base prompt is 00) and its index."""
-    numbers = {template: n for n, template in enumerate(dict.fromkeys(i.template for i in items))}
-    return {item: f"p{numbers[item.template]:02d}_i{item.image_index:02d}.png" for item in items}
+    """Each image's file name: its template's position in the plan (the base prompt is p00, the drift prompts
+    d00, d01, ...) and its index."""
+    names = {}
+    for kind, letter in (("concept", "p"), ("drift", "d")):
+        of_kind = [i for i in items if i.kind == kind]
+        numbers = {template: n for n, template in enumerate(dict.fromkeys(i.template for i in of_kind))}
+        names.update({item: f"{letter}{numbers[item.template]:02d}_i{item.image_index:02d}.png" for item in of_kind})
+    return names
 
 
-def _png_text(info: AdapterInfo, item: PromptItem, model: str) -> dict[str, str]:
+def _png_text(info: AdapterInfo | None, item: PromptItem, model: str) -> dict[str, str]:
+    """The text chunks of an image's PNG; `info` None: the base model's image (no adapter)."""
+    rank = "" if info is None or info.rank is None else str(info.rank)
     return {"prompt": item.prompt, "template": item.template, "image_index": str(item.image_index),
-            "seed": str(item.seed), "method": info.label, "rank": "" if info.rank is None else str(info.rank),
-            "model": model, "adapter_sha256": info.sha256}
+            "seed": str(item.seed), "method": "base model" if info is None else info.label, "rank": rank,
+            "model": model, "adapter_sha256": "" if info is None else info.sha256, "kind": item.kind}
 
 
 def _is_finished(path: Path, expected: dict[str, str]) -> bool:
@@ -123,11 +130,12 @@ def _write_png(path: Path, image: Image.Image, text: dict[str, str]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _write_index(folder: Path, info: AdapterInfo, items: list[PromptItem], done: set[str]) -> None:
+def _write_index(folder: Path, info: AdapterInfo | None, items: list[PromptItem], done: set[str]) -> None:
     names = image_names(items)
 
     rows = [ImageRecord(file=names[item], template=item.template, image_index=item.image_index,
-                        seed=item.seed, method=info.label, rank=info.rank, prompt=item.prompt)
+                        seed=item.seed, method=info.label if info else None, rank=info.rank if info else None,
+                        prompt=item.prompt, kind=item.kind)
             for item in items if names[item] in done]
     write_images_index(folder, rows)
 
@@ -168,6 +176,33 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     return SampleResult(folder, len(items), len(todo), kept, time.perf_counter() - started)
 
 
+def generate_base_drift(backend, images_root: str | Path, *, base_seed: int, options: SampleOptions,
+                        model: str) -> SampleResult:
+    """The base model's images of the drift prompts (no adapter) into images_root/_base_model/seed-<s>/, made once
+    per run and shared by every method: finished images are kept, so the jobs after the first find them all.
+
+    `backend` must have no adapter attached (a job's is detached when its sampling ends). The batches are the
+    adapted models' (same batch size and order), so an image pair differs by the adapter only. Workers that
+    get here at once take turns on a lock file: each image is generated once.
+    """
+    started = time.perf_counter()
+    folder = base_model_folder(images_root, base_seed)
+    items = drift_items(base_seed, options.drift_images, options.drift_prompts)
+    names = image_names(items)
+    ensure_writable(folder)
+    with exclusive_file_lock(folder / ".lock"):
+        done = {names[i] for i in items if _is_finished(folder / names[i], _png_text(None, i, model))}
+        missing = {names[i] for i in items} - done
+        if missing:
+            (folder / INDEX_FILE).unlink(missing_ok=True)
+            with safe_points():
+                _sample_batches(backend, items, folder, done, options, missing, None, None,
+                                lambda item: _png_text(None, item, model))
+        if missing or not (folder / INDEX_FILE).is_file():
+            _write_index(folder, None, items, done)
+    return SampleResult(folder, len(items), len(missing), len(items) - len(missing), time.perf_counter() - started)
+
+
 def _load_backend(info: AdapterInfo, device: str):
     from tlora_bench.models import load_backend
 
@@ -204,12 +239,14 @@ def _sample_items(backend, info: AdapterInfo, items: list[PromptItem], todo: lis
     bar = tqdm(total=len(todo), disable=None if progress else True, desc=f"sample {info.label} {folder.name}",
                unit="img", leave=False)  # None: shown on a terminal only
     with safe_points():  # a stop signal waits for the end of the batch
-        _sample_batches(backend, info, items, folder, done, options, missing, bar, on_image)
+        _sample_batches(backend, items, folder, done, options, missing, bar, on_image,
+                        lambda item: _png_text(info, item, info.spec.model))
     bar.close()
 
 
-def _sample_batches(backend, info: AdapterInfo, items: list[PromptItem], folder: Path, done: set[str],
-                    options: SampleOptions, missing: set[str], bar, on_image: Callable[[str], None] | None) -> None:
+def _sample_batches(backend, items: list[PromptItem], folder: Path, done: set[str], options: SampleOptions,
+                    missing: set[str], bar, on_image: Callable[[str], None] | None,
+                    text_of: Callable[[PromptItem], dict[str, str]]) -> None:
     names = image_names(items)
     for _, group in groupby(items, key=lambda item: item.template):
         group = list(group)
@@ -224,9 +261,10 @@ def _sample_batches(backend, info: AdapterInfo, items: list[PromptItem], folder:
                 name = names[item]
                 if name not in missing:
                     continue
-                _write_png(folder / name, image, _png_text(info, item, info.spec.model))
+                _write_png(folder / name, image, text_of(item))
                 done.add(name)
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
                 if on_image:
                     on_image(name)
             stop_if_asked()

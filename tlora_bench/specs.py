@@ -207,8 +207,14 @@ class SampleOptions:
     base_seed: int | None = None  # the seed rule's base seed; None: the adapter's training seed
     num_inference_steps: int | None = None  # None: the backend's (SD-XL 25, FLUX 28)
     guidance_scale: float | None = None
+    drift_images: int = 0  # images of each drift prompt (prompts/drift.txt); 0: none
+    drift_prompts: int | None = None  # only the first N drift prompts; None: all ten
 
     def __post_init__(self) -> None:
+        if self.drift_images < 0:
+            raise TloraBenchError(f"--drift-images must be 0 or more, got {self.drift_images}")
+        if self.drift_prompts is not None and self.drift_prompts < 1:
+            raise TloraBenchError(f"--drift-prompts must be at least 1, got {self.drift_prompts}")
         if self.prompts is not None and self.prompts < 1:
             raise TloraBenchError(f"--prompts must be at least 1, got {self.prompts}")
         if self.batch_size < 1:

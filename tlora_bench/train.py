@@ -310,8 +310,9 @@ def _train_loop(spec: TrainSpec, recipe: Recipe, backend, concept, image_paths: 
                 last_good = step
             stop_if_asked()
     bar.close()
-    save_adapter(model, out_dir / ADAPTER_FILE, adapter_metadata(spec, recipe, backend, concept, image_paths, prompt),
-                 digest_file=True)
+    metadata = adapter_metadata(spec, recipe, backend, concept, image_paths, prompt)
+    metadata["trainable_parameters"] = sum(p.numel() for p in params)  # a cost column (docs/evaluation.md)
+    save_adapter(model, out_dir / ADAPTER_FILE, metadata, digest_file=True)
     checkpoint.unlink(missing_ok=True)  # the adapter is the result; optimizer state would cost GBs per job
     return TrainResult(out_dir, out_dir / ADAPTER_FILE, recipe.steps, start, time.perf_counter() - started)
 

@@ -53,18 +53,22 @@ def per_prompt(scores: pd.DataFrame) -> pd.DataFrame:
 
 def per_concept(prompts: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, concept): "base" metrics (IS family) from the base prompt, "contextual" ones (TS
-    family) the mean over contextual prompts."""
+    family) the mean over contextual prompts, "all" ones over every concept prompt, "drift" ones over the drift
+    prompts."""
     rows = []
     for keys, group in prompts.groupby(CONCEPT_KEYS, dropna=False, sort=True):
         base = group[group["prompt_kind"] == "base"]
         contextual = group[group["prompt_kind"] == "contextual"]
+        prompts_of = {"base": base, "contextual": contextual, "all": group[group["prompt_kind"] != "drift"],
+                      "drift": group[group["prompt_kind"] == "drift"]}
         row = dict(zip(CONCEPT_KEYS, keys, strict=True))
         row["class_word"] = group["class_word"].iloc[0]
         for metric in metrics():
             if metric.aggregation == "base":
                 row[metric.name] = float(base[metric.name].iloc[0]) if len(base) else float("nan")
-            else:
-                row[metric.name] = float(contextual[metric.name].mean()) if len(contextual) else float("nan")
+            else:  # each prompt weighted once; a prompt without a value (NaN) is left out of the mean
+                values = prompts_of[metric.aggregation][metric.name]
+                row[metric.name] = float(values.mean()) if values.notna().any() else float("nan")
         row["n_base_images"] = int(base["n_images"].sum())
         row["n_ts_prompts"] = int(contextual["ts"].notna().sum())
         row["n_real"] = int(group["n_real"].iloc[0])

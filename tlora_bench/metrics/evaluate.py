@@ -24,11 +24,13 @@ from tlora_bench.concepts.manifest import Concept, Manifest
 from tlora_bench.errors import TloraBenchError, unknown_name_error
 from tlora_bench.fileio import atomic_write_bytes, atomic_write_text, check_writable
 from tlora_bench.layout import (
+    BASE_MODEL_DIR,
     EVALUATION_DIR,
     EVALUATION_FILE,
     PER_METHOD_FILE,
     ImageRecord,
     IndexedFolder,
+    find_base_images,
     find_indexed_folders,
 )
 from tlora_bench.limits import check_bootstrap, check_seed
@@ -37,6 +39,7 @@ from tlora_bench.metrics.cache import CACHE_DIRNAME, FeatureCache
 from tlora_bench.metrics.extractors import EXTRACTORS, load_extractor, resolve_device, resolve_dtype
 from tlora_bench.metrics.features import FeatureBank, ImageRef, read_image
 from tlora_bench.metrics.names import CLIP_EXTRACTOR, DEFAULT_DINO, DEFAULT_SEGMENTER, DINO_EXTRACTORS
+from tlora_bench.metrics.overfitting import GRID, background_copy, diversity, drift, layout_copy
 from tlora_bench.metrics.registry import MetricInput, hook_metrics, metric_names, metrics
 from tlora_bench.metrics.scores import TS_HEADLINE, TS_VARIANTS, per_image_similarity, text_similarity, ts_texts
 from tlora_bench.metrics.segmenters import (
@@ -51,6 +54,7 @@ from tlora_bench.provenance import device_info, package_version, software
 REAL_SETS = ("all", "train")
 SEGMENTER_WEIGHTS = ("grounding-dino", "sam")
 OUTPUT_FILES = ("scores.parquet", "scores.csv", "per_prompt.csv", "per_concept.csv", PER_METHOD_FILE, EVALUATION_FILE)
+OVERFITTING_METRICS = ("background_copy", "layout_iou", "layout_shift", "layout_area", "diversity", "drift")
 # The built-in TS metrics and the text variant each scores (docs/decisions.md section 5.4).
 TS_METRIC_VARIANTS = {"ts": TS_HEADLINE, "ts_class_kept": "class_kept"}
 
@@ -72,8 +76,8 @@ class EvalOptions:
 
     def check(self) -> None:
         SEGMENTERS.get(self.segmenter)
-        if self.dino not in DINO_EXTRACTORS:
-            raise unknown_name_error("DINO extractor", self.dino, DINO_EXTRACTORS)
+        if self.dino not in DINO_EXTRACTORS and (self.dino not in EXTRACTORS or self.dino == CLIP_EXTRACTOR):
+            raise unknown_name_error("DINO extractor", self.dino, DINO_EXTRACTORS)  # or one a plugin registers
         if self.real_set not in REAL_SETS:
             raise unknown_name_error("real set", self.real_set, REAL_SETS)
         if self.batch_size < 1 or self.bootstrap < 1:
@@ -94,6 +98,7 @@ class EvalResult:
     per_concept: pd.DataFrame
     per_method: pd.DataFrame
     problems: list[str]  # every line reported through on_problem
+    unavailable: dict[str, str]  # metric -> why it has no value at all (its cells are empty)
     unreadable_files: list[str]  # generated or real image files that could not be read, left out
     provenance: dict[str, Any]
     cache_hits: int = 0
@@ -121,6 +126,8 @@ class _RealSet:
     mask_fallbacks: int
     n_listed: int = 0  # real images asked for; n_listed - n_real could not be read
     images: tuple[Image.Image, ...] = ()  # the readable ones, RGB, read only when a metric has a score hook
+    train_background: np.ndarray | None = None  # (d,) DINO embedding of the training image's background
+    train_grid: np.ndarray | None = None  # its subject mask on the layout grid (None: no mask to compare)
 
 
 class _Scorer:
@@ -139,6 +146,13 @@ class _Scorer:
                                 on_problem)
         self.device = device
         self._texts: dict[str, np.ndarray] = {}
+        self.base_images: dict[tuple[str, int | None], Path] = {}  # drift: (prompt, seed) -> base model image
+        self.base_folder: Path | None = None
+
+    @property
+    def masks(self) -> bool:
+        """Whether images get subject masks (the `none` segmenter gives none: no layout or background copy)."""
+        return self.options.segmenter != "none"
 
     def _mask_file(self, provided: Path | None) -> Path | None:
         # A provided mask beats the segmenter, except with `none`, which masks nothing (docs/evaluation.md).
@@ -171,8 +185,28 @@ class _Scorer:
         # Read once per concept, not per generated image; only score hooks need the pixels.
         images = _read_images([ref.path for ref, good in zip(refs, ok, strict=True) if good]) \
             if hook_metrics() else ()
+        background, grid = self._train_layout(concept, data_root)
         return _RealSet({k: v[ok] for k, v in features.items()}, int(ok.sum()), int(fallback[ok].sum()),
-                        len(refs), images)
+                        len(refs), images, background, grid)
+
+    def _train_layout(self, concept: Concept, data_root: Path | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The training image's background embedding and subject mask grid, what copying is measured against;
+        (None, None) without masks, or when its subject cannot be found or the image read (one problem line)."""
+        if not self.masks:
+            return None, None
+        path = concept.train_image_path(data_root)
+        ref = ImageRef(path, concept.class_word, self._mask_file(concept.mask_path(data_root, path.name)),
+                       folder=concept.dir(data_root))
+        grid = self.bank.mask_grids([ref])[0]
+        background = self.bank.features(self.dino, [ref], masked=True, background=True)[0][0]
+        self.bank.forget_masks()
+        if grid is None or np.isnan(background).any():
+            return None, None
+        if not grid.any():
+            self.bank.on_problem(f"concept '{concept.id}': no subject found in the mask of its training image "
+                                 f"'{path.name}', so its layout and background copy are empty")
+            return None, None
+        return background, grid
 
     def text_features(self, texts: list[str]) -> dict[str, np.ndarray]:
         missing = sorted({t for t in texts if t not in self._texts})
@@ -188,9 +222,9 @@ class _Scorer:
                          self._mask_file(sibling_mask_file(indexed.folder / r.file)), folder=indexed.folder)
                 for r in records]
         clip_all = self.bank.features(self.clip, refs, masked=False)[0]
-        base = base_template()
         readable = ~np.isnan(clip_all).any(axis=1)
         similarity, fallback = self._image_similarity(records, refs, clip_all, readable, real)
+        overfitting = self._overfitting(records, refs, readable, real)
         variants = {r.template: ts_texts(r.template, concept.class_word) for r in records}
         texts = self.text_features([v[name] for v in variants.values() for name in TS_VARIANTS])
         rows = []
@@ -198,12 +232,13 @@ class _Scorer:
             if not readable[i]:
                 continue  # unreadable: already reported by the feature bank
             ts = {metric: float(text_similarity(texts[variants[record.template][name]], clip_all[i:i + 1])[0])
-                  for metric, name in TS_METRIC_VARIANTS.items()}
-            builtin = {**{metric: float(values[i]) for metric, values in similarity.items()}, **ts}
+                  if record.kind == "concept" else float("nan") for metric, name in TS_METRIC_VARIANTS.items()}
+            builtin = {**{metric: float(values[i]) for metric, values in {**similarity, **overfitting}.items()},
+                       **ts}
             rows.append({
                 "concept": concept.id, "class_word": concept.class_word, "method_label": indexed.method_label,
                 "method": record.method or indexed.method_label, "rank": record.rank, "template": record.template,
-                "prompt_kind": "base" if record.template == base else "contextual",
+                "prompt_kind": _prompt_kind(record),
                 "image_index": record.image_index, "seed": record.seed,
                 "file": (indexed.folder / record.file).relative_to(images_dir).as_posix(),
                 "file_sha256": self.bank.file_sha256(refs[i].path),
@@ -214,6 +249,38 @@ class _Scorer:
                 "real_mask_fallbacks": real.mask_fallbacks,
             })
         return rows
+
+    def _overfitting(self, records: tuple[ImageRecord, ...], refs: list[ImageRef], readable: np.ndarray,
+                     real: _RealSet) -> dict[str, np.ndarray]:
+        """Each overfitting metric of every record (overfitting.py), NaN where it has no value."""
+        n = len(records)
+        out = {name: np.full(n, np.nan) for name in OVERFITTING_METRICS}
+        dino_all = self.bank.features(self.dino, refs, masked=False)[0]
+        by_template: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            if readable[i] and record.kind == "concept":
+                by_template.setdefault(record.template, []).append(i)
+        for rows in by_template.values():
+            out["diversity"][rows] = diversity(dino_all[rows])
+        contextual = [i for t, rows in by_template.items() if t != base_template() for i in rows]
+        if contextual and real.train_grid is not None:
+            grids = self.bank.mask_grids([refs[i] for i in contextual])
+            for i, grid in zip(contextual, grids, strict=True):
+                if grid is not None:
+                    out["layout_iou"][i], out["layout_shift"][i], out["layout_area"][i] = layout_copy(
+                        grid, real.train_grid)
+            backgrounds = self.bank.features(self.dino, [refs[i] for i in contextual], masked=True, background=True)[0]
+            self.bank.forget_masks()
+            out["background_copy"][contextual] = background_copy(real.train_background, backgrounds)
+        pairs = [(i, self.base_images.get((r.template, r.seed))) for i, r in enumerate(records)
+                 if readable[i] and r.kind == "drift"]
+        pairs = [(i, path) for i, path in pairs if path is not None]
+        if pairs:
+            base = self.bank.features(self.dino, [ImageRef(path, "", folder=self.base_folder) for _, path in pairs],
+                                      masked=False)[0]
+            rows = [i for i, _ in pairs]
+            out["drift"][rows] = drift(base, dino_all[rows])
+        return out
 
     def _image_similarity(self, records: tuple[ImageRecord, ...], refs: list[ImageRef], clip_all: np.ndarray,
                           readable: np.ndarray, real: _RealSet) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -242,10 +309,43 @@ class _Scorer:
             "real_masks": "none" if segmenter == "none" else f"provided mask files, else {segmenter}",
             "mask_fill": MASK_FILL_NAME, "real_set": self.options.real_set,
             "ts_headline": TS_HEADLINE, "ts_variants": ",".join(TS_VARIANTS),
+            "overfitting_features": self.dino.name, "layout_grid": f"{GRID}x{GRID}, centre-cropped square",
+            "training_image": "the concept's first training image, its mask as for the real images",
             "manifest": manifest.name, "base_template": base_template(),
             # Only with score hooks, so the columns of a built-in evaluation stay as they were.
             **({"metric_hooks": ",".join(f"{m.name}={m.hook_name}" for m in hooks)} if hooks else {}),
         }
+
+
+def _prompt_kind(record: ImageRecord) -> str:
+    if record.kind == "drift":
+        return "drift"
+    return "base" if record.template == base_template() else "contextual"
+
+
+def _unavailable(scores: pd.DataFrame, scorer: _Scorer) -> dict[str, str]:
+    """Why each metric without a single value has none: its cells are empty, never zero."""
+    kinds = set(scores["prompt_kind"])
+    masks = "segmenter 'none' makes no masks (choose grabcut, provided or grounded-sam)" if not scorer.masks \
+        else "no subject was found in any training image's mask"
+    reasons = {
+        "background_copy": "no contextual-prompt image" if "contextual" not in kinds else masks,
+        "diversity": "every prompt has one image: diversity needs two or more images of a prompt",
+        "drift": "no base-model image of the drift prompts (DIR/_base_model/seed-<s>/images.jsonl; `run` makes "
+                 "them unless drift_images = 0)" if "drift" in kinds else
+                 "no drift images (images.jsonl lines of kind 'drift'; `run` makes them unless drift_images = 0)",
+    }
+    for name in ("layout_iou", "layout_shift", "layout_area"):
+        reasons[name] = reasons["background_copy"]
+    if scores["layout_iou"].notna().any():
+        reasons["layout_shift"] = "no generated image's mask holds a subject, so there is no centroid to compare"
+    found = {}
+    for metric in metrics():
+        if metric.name in scores and scores[metric.name].notna().any():
+            continue
+        fallback = "no image of the prompts it is computed on" if metric.builtin else "its score hook gave no value"
+        found[metric.name] = reasons.get(metric.name, fallback)
+    return found
 
 
 def _read_images(paths: list[Path]) -> tuple[Image.Image, ...]:
@@ -280,7 +380,8 @@ def _write_outputs(result: EvalResult, images_dir: Path) -> None:
     summary = {"images_dir": str(images_dir), "n_scored": len(result.scores), "complete": result.complete,
                "n_listed": result.n_listed, "n_unscored": result.n_unscored,
                "n_real_listed": result.n_real_listed, "n_real_unreadable": result.n_real_unreadable,
-               "problems": result.problems, "unreadable_files": result.unreadable_files,
+               "problems": result.problems, "unavailable": result.unavailable,
+               "unreadable_files": result.unreadable_files,
                "provenance": result.provenance, "files": list(OUTPUT_FILES)}
     atomic_write_text(out / EVALUATION_FILE, json.dumps(summary, indent=2) + "\n")  # last: the done marker
 
@@ -330,6 +431,7 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
             on_problem(message)
 
     scorer = _Scorer(options, out_dir, report)
+    scorer.base_images, scorer.base_folder = find_base_images(images_dir), images_dir / BASE_MODEL_DIR
     provenance = _checked_provenance(scorer.provenance(manifest))
     rows: list[dict] = []
     n_real_listed = n_real_read = 0
@@ -352,7 +454,8 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     methods = aggregate.per_method(concepts_table, options.bootstrap, options.seed)
     tables = [_with_provenance(t, provenance) for t in (scores, prompts, concepts_table, methods)]
     unreadable = [str(path) for path in scorer.bank.problems]
-    result = EvalResult(out_dir, *tables, problems, unreadable, provenance, scorer.bank.cache.hits,
+    unavailable = _unavailable(scores, scorer)
+    result = EvalResult(out_dir, *tables, problems, unavailable, unreadable, provenance, scorer.bank.cache.hits,
                         scorer.bank.cache.misses, n_listed=sum(len(f.records) for f in folders),
                         n_real_listed=n_real_listed, n_real_unreadable=n_real_listed - n_real_read)
     _write_outputs(result, images_dir)

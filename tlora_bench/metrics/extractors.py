@@ -50,7 +50,7 @@ class ExtractorSpec:
     """What a registry name means: the library, the model, where its weights live."""
 
     name: str
-    library: str  # "open_clip" or "timm"
+    library: str  # "open_clip", "timm", or "pixels" (the deterministic test extractor, PIXEL_GRID)
     model: str  # open_clip model name, or timm model name with its pretrained tag
     hub_id: str  # the Hugging Face repo its weights come from
     pretrained: str | None = None  # open_clip pretrained tag
@@ -76,6 +76,35 @@ _register(ExtractorSpec(
 _register(ExtractorSpec(
     _DINO_V2, "timm", "vit_small_patch14_dinov2.lvd142m", "timm/vit_small_patch14_dinov2.lvd142m",
     model_args={"img_size": DINO_CROP}, description="DINOv2 ViT-S/14 (DINO-IS as the authors' evaluator)"))
+
+
+# A deterministic extractor with no weights: the image's pixels on a 16 x 16 grid, centred (cosine = the Pearson
+# correlation of the pixels). Not registered: tests register it (tests/metrics_helpers.py) to check metrics on
+# constructed ground truth, where what a feature means must be known exactly.
+PIXEL_GRID = ExtractorSpec("pixel-grid", "pixels", "grid16", hub_id="", description="pixels on a 16 x 16 grid (tests)")
+PIXEL_GRID_SIZE = 16
+
+
+class _CentredPixels(torch.nn.Module):
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        flat = batch.flatten(1)
+        return flat - flat.mean(dim=1, keepdim=True)
+
+
+def _load_pixels(spec: ExtractorSpec, weights: str | None, tiny: bool):
+    from torchvision import transforms
+
+    preprocess = transforms.Compose([
+        transforms.Lambda(_square),
+        transforms.Resize((PIXEL_GRID_SIZE, PIXEL_GRID_SIZE), interpolation=transforms.InterpolationMode.BOX),
+        transforms.ToTensor()])
+    return _CentredPixels(), preprocess, f"pixels:square,box{PIXEL_GRID_SIZE}", None
+
+
+def _square(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 # Loggers of the libraries that load extractor weights; their records are dropped while a model loads.
@@ -243,7 +272,7 @@ def load_extractor(name: str, *, device: str | torch.device = "cpu", dtype: str 
         raise TloraBenchError(f"weights for '{name}' not found at '{weights}'; pass a checkpoint file or a "
                               "folder laid out like the hub repo")
     weights = None if weights is None else str(Path(weights).expanduser())
-    loader = _load_open_clip if spec.library == "open_clip" else _load_timm
+    loader = {"open_clip": _load_open_clip, "timm": _load_timm, "pixels": _load_pixels}[spec.library]
     source = f"'{weights}'" if weights else f"the Hugging Face hub ({spec.hub_id})"
     try:
         with quiet_logging(), offline_when_unreachable():
@@ -251,7 +280,9 @@ def load_extractor(name: str, *, device: str | torch.device = "cpu", dtype: str 
     except Exception as e:  # hub, pickle, safetensors and shape errors all mean "bad weights"
         fix = f"{CACHE_HINT}, pass --weights {name}=PATH to a local copy, or use --tiny-models for a smoke run"
         raise weights_error(f"feature extractor '{name}'", source, e, fix) from None
-    if weights is not None:
+    if spec.library == "pixels":
+        identity = "deterministic"
+    elif weights is not None:
         identity = local_weights_identity(weights)
     else:
         identity = f"tiny-random(seed {TINY_SEED})" if tiny else f"hub:{spec.hub_id}"

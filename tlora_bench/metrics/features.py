@@ -15,6 +15,7 @@ from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import sha256_file
 from tlora_bench.metrics.cache import CachedFeature, FeatureCache, feature_key
 from tlora_bench.metrics.extractors import Extractor
+from tlora_bench.metrics.overfitting import GRID, mask_grid, pack_grid, unpack_grid
 from tlora_bench.metrics.segmenters import Segmenter, apply_mask
 
 
@@ -101,8 +102,10 @@ class FeatureBank:
                 self._masks[key] = np.asarray(self.segmenter.segment(image, ref.class_word), dtype=bool)
         return self._masks[key]
 
-    def _prepare(self, ref: ImageRef, masked: bool, mask_id: str, sha: str) -> tuple[Image.Image, bool] | None:
-        """Load (and mask) one image; None when it cannot be read. The flag says the mask came back empty."""
+    def _prepare(self, ref: ImageRef, masked: bool, mask_id: str, sha: str,
+                 background: bool = False) -> tuple[Image.Image, bool] | None:
+        """Load (and mask) one image; None when it cannot be read. The flag says the mask came back empty.
+        `background`: keep the background and fill the object black instead."""
         image = read_image(ref.path)
         if isinstance(image, str):
             self._problem(ref.path, f"cannot read image '{ref.path}' ({image}); it was not scored")
@@ -116,10 +119,38 @@ class FeatureBank:
             return image, True
         if not mask.any():  # nothing found: score the whole image rather than an all-black one, and count it
             return image, True
-        return apply_mask(image, mask), False
+        return apply_mask(image, ~mask if background else mask), False
 
-    def features(self, extractor: Extractor, refs: Sequence[ImageRef], masked: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(n, d) embeddings (NaN rows for unreadable files) and (n,) flags: mask empty, unmasked image used."""
+    def mask_grids(self, refs: Sequence[ImageRef]) -> list[np.ndarray | None]:
+        """Each image's object mask on the square grid of overfitting.mask_grid (None: unreadable), cached like
+        a feature (its bits packed)."""
+        out: list[np.ndarray | None] = [None] * len(refs)
+        for i, ref in enumerate(refs):
+            sha = self.file_sha256(ref.path) if self.inside(ref) else None
+            if sha is None:
+                continue
+            mask_id = self.mask_identity(ref)
+            key = feature_key(f"mask-grid{GRID}", mask_id, sha)
+            entry = self.cache.get(key)
+            if entry is None:
+                image = read_image(ref.path)
+                if isinstance(image, str):
+                    self._problem(ref.path, f"cannot read image '{ref.path}' ({image}); it was not scored")
+                    continue
+                try:
+                    grid = mask_grid(self._mask(ref, image, mask_id, sha))
+                except TloraBenchError as e:  # an unreadable provided mask: no layout for this image
+                    self._problem(ref.mask_file or ref.path, f"{e}; its layout was not scored")
+                    continue
+                entry = CachedFeature(pack_grid(grid), not grid.any())
+                self.cache.put(key, entry)
+            out[i] = unpack_grid(entry.features)
+        return out
+
+    def features(self, extractor: Extractor, refs: Sequence[ImageRef], masked: bool,
+                 background: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(n, d) embeddings (NaN rows for unreadable files) and (n,) flags: mask empty, unmasked image used.
+        `background` (with `masked`): embed each image's background, its object filled black."""
         rows: list[np.ndarray | None] = [None] * len(refs)
         fallback = np.zeros(len(refs), dtype=bool)
         todo: list[tuple[int, str, str, str]] = []  # (row, cache key, mask identity, file sha256)
@@ -128,7 +159,7 @@ class FeatureBank:
             if sha is None:
                 continue
             mask_id = self.mask_identity(ref) if masked else "unmasked"
-            key = feature_key(extractor.identity, mask_id, sha)
+            key = feature_key(extractor.identity, f"background|{mask_id}" if background else mask_id, sha)
             entry = self.cache.get(key)
             if entry is None:
                 todo.append((i, key, mask_id, sha))
@@ -137,7 +168,7 @@ class FeatureBank:
         for start in range(0, len(todo), self.batch_size):
             chunk, images = [], []
             for i, key, mask_id, sha in todo[start:start + self.batch_size]:
-                prepared = self._prepare(refs[i], masked, mask_id, sha)
+                prepared = self._prepare(refs[i], masked, mask_id, sha, background)
                 if prepared is not None:
                     chunk.append((i, key, prepared[1]))
                     images.append(prepared[0])

@@ -1,7 +1,8 @@
 """The metrics a benchmark reports, in one registry: every list of metric names, labels and columns reads it.
 
-The six built-ins follow docs/decisions.md section 5 (IS, masked IS, DINO-IS, masked DINO-IS, TS, TS class
-kept); aggregation per concept follows section 5.5 and docs/evaluation.md. Adding a metric is one call:
+The first six built-ins follow docs/decisions.md section 5 (IS, masked IS, DINO-IS, masked DINO-IS, TS, TS class
+kept); the overfitting ones (background copy, layout copy, diversity, drift) docs/evaluation.md, "Overfitting";
+aggregation per concept follows section 5.5 and docs/evaluation.md. Adding a metric is one call:
 
     register_metric(Metric("sharpness", "sharpness", scale="variance of the Laplacian, 0..",
                            score="my_package.metrics:sharpness"))
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from tlora_bench.concepts.manifest import Concept
 
-AGGREGATIONS = ("base", "contextual")
+AGGREGATIONS = ("base", "contextual", "all", "drift")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 # Columns the tables already hold: a metric named like one would overwrite it.
 RESERVED_NAMES = frozenset({
@@ -69,14 +70,16 @@ class Metric:
     """One reported metric.
 
     `name` is the column stem (per-image column, `metric` value in per_method.csv, leaderboard `<name>_mean`);
-    `label` what a reader sees; `scale` its unit and range, in words; `higher_is_better` its direction (true of
-    every built-in). `aggregation` says how a concept's score comes from its prompts' (each a mean over its
-    images): "base", the base prompt's value (as IS), or "contextual", the mean over the contextual prompts,
-    each weighted once (as TS). A method's score is the mean over concepts with a bootstrap interval, for every
+    `label` what a reader sees; `scale` its unit and range, in words; `higher_is_better` its direction (None: a
+    diagnostic with none, such as an area ratio). `aggregation` says how a concept's score comes from its
+    prompts' (each a mean over its images): "base", the base prompt's value (as IS); "contextual", the mean
+    over the contextual prompts, each weighted once (as TS); "all", the mean over every prompt of the concept
+    that has a value (as diversity); "drift", the mean over the drift prompts (prompts/drift.txt).
+    A method's score is the mean over concepts with a bootstrap interval, for every
     metric alike. `paper`: the paper's column it is compared with, if any (at most one metric per column).
     `headline`: a column of leaderboard.md.
 
-    `score` is None for the built-ins, which the evaluator computes from CLIP and DINO embeddings. Any other
+    `score` is None for the built-ins, which the evaluator computes from CLIP and DINO embeddings and masks. Any other
     metric needs it: a callable, or a lazy "module:attr" string imported on first use, called as
     `score(item: MetricInput) -> float` once for every readable generated image (every prompt: `aggregation`
     decides which prompts count). NaN means "no value" and is left out of the means. An exception raised by
@@ -85,7 +88,7 @@ class Metric:
 
     name: str
     label: str
-    higher_is_better: bool = True
+    higher_is_better: bool | None = True
     scale: str = ""
     aggregation: str = "base"
     paper: PaperColumn | None = None
@@ -220,3 +223,15 @@ _builtin(Metric("dino_is", "DINO-IS", scale=_COSINE, headline=False))
 _builtin(Metric("dino_is_masked", "DINO-IS (masked)", scale=_COSINE, paper=PaperColumn("dino_is", "DINO-IS")))
 _builtin(Metric("ts", "TS", scale=_COSINE, aggregation="contextual", paper=PaperColumn("ts", "TS")))
 _builtin(Metric("ts_class_kept", "TS (class kept)", scale=_COSINE, aggregation="contextual", headline=False))
+# Overfitting itself (docs/evaluation.md, "Overfitting"; tlora_bench/metrics/overfitting.py).
+_builtin(Metric("background_copy", "Background copy", higher_is_better=False, aggregation="contextual",
+                scale="cosine similarity (DINO) of the backgrounds, -1..1"))
+_builtin(Metric("layout_iou", "Layout copy (IoU)", higher_is_better=False, aggregation="contextual",
+                scale="IoU of the subject masks, 0..1"))
+_builtin(Metric("layout_shift", "Centroid shift", aggregation="contextual", headline=False,
+                scale="distance of the mask centroids, a fraction of the image side, 0..1.41"))
+_builtin(Metric("layout_area", "Area ratio", higher_is_better=None, aggregation="contextual", headline=False,
+                scale="generated subject area / training subject area, 0.."))
+_builtin(Metric("diversity", "Diversity", aggregation="all", scale="mean pairwise 1 - cosine (DINO), 0..2"))
+_builtin(Metric("drift", "Drift", higher_is_better=False, aggregation="drift",
+                scale="1 - cosine (DINO) to the base model's image, 0..2"))

@@ -335,7 +335,8 @@ def _job(config: RunConfig, variant: Variant, concept: Concept, seed: int, preci
         revision=config.revision, precision=precision, steps=variant.steps, seed=seed, token=config.token,
         checkpoint_every=config.checkpoint_every, gradient_checkpointing=config.gradient_checkpointing, **options)
     sample = SampleOptions(prompts=config.prompts, images_per_prompt=config.images_per_prompt,
-                           base_images=config.base_images, batch_size=config.sample_batch_size, base_seed=seed)
+                           base_images=config.base_images, batch_size=config.sample_batch_size, base_seed=seed,
+                           drift_images=config.drift_images, drift_prompts=config.drift_prompts)
     image_label = variant.label if len(config.seeds) == 1 else f"{variant.label}.seed{seed}"
     # The recipe depends on the seed (the adapter init's) and on nothing else a job adds to its variant.
     recipe = variant.recipe if seed == config.seeds[0] else resolve_recipe(train)
@@ -344,8 +345,9 @@ def _job(config: RunConfig, variant: Variant, concept: Concept, seed: int, preci
 
 def job_images(job: Job, concept: Concept) -> int:
     """How many images a job generates (the prompt plan of its concept)."""
-    from tlora_bench.prompts import load_prompt_set, prompt_set_for
+    from tlora_bench.prompts import drift_prompts, load_prompt_set, prompt_set_for
 
     contextual = len(load_prompt_set(prompt_set_for(concept)))
     kept = contextual + 1 if job.sample.prompts is None else min(job.sample.prompts, contextual + 1)
-    return job.sample.base_images + (kept - 1) * job.sample.images_per_prompt
+    drift = job.sample.drift_images * len(drift_prompts()[:job.sample.drift_prompts])
+    return job.sample.base_images + (kept - 1) * job.sample.images_per_prompt + drift

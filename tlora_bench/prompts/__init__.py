@@ -16,6 +16,7 @@ from tlora_bench.resources import read_bundled_text
 
 PLACEHOLDER = "{0}"
 BUNDLED_SETS = ("live", "object", "base")
+DRIFT_SET = "drift"  # prompts that name no concept: how far an adapter moves the base model (docs/evaluation.md)
 DEFAULT_TOKEN = "sks"
 IMAGES_PER_PROMPT = 5  # contextual prompts (docs/decisions.md section 4)
 IMAGES_PER_BASE_PROMPT = 15  # the base prompt "a photo of a {0}", used for IS and DINO-IS
@@ -40,6 +41,7 @@ class PromptItem:
     image_index: int
     seed: int
     is_base: bool
+    kind: str = "concept"  # "concept": a template of the concept's prompts; "drift": a prompt naming no concept
 
 
 def parse_templates(text: str, source: str) -> tuple[str, ...]:
@@ -66,6 +68,29 @@ def load_prompt_set(name: str) -> tuple[str, ...]:
         raise unknown_name_error("prompt set", name, BUNDLED_SETS)
     text = read_bundled_text("prompts", f"{name}.txt")
     return parse_templates(text, f"{name}.txt")
+
+
+@functools.cache
+def drift_prompts() -> tuple[str, ...]:
+    """The bundled drift prompts (prompts/drift.txt): plain prompts with no {0}, never naming a concept's class."""
+    prompts = tuple(line.strip() for line in read_bundled_text("prompts", f"{DRIFT_SET}.txt").split("\n")
+                    if line.strip())
+    for prompt in prompts:
+        if PLACEHOLDER in prompt:
+            raise TloraBenchError(f"{DRIFT_SET}.txt: prompt {prompt!r} must not hold {PLACEHOLDER}")
+    return prompts
+
+
+def drift_items(base_seed: int, images: int, prompts: int | None = None) -> list[PromptItem]:
+    """`images` images of each drift prompt (the first `prompts` of them; None: all), seeded by the seed rule
+    like every prompt: an adapted model's and the base model's image of a prompt and index share their seed,
+    so they differ only by the adapter."""
+    if not 0 <= images <= MAX_IMAGES_PER_PROMPT:
+        raise TloraBenchError(f"drift images per prompt must be from 0 to {MAX_IMAGES_PER_PROMPT:,}, got {images}")
+    check_seed(base_seed, "the base seed")
+    return [PromptItem(template=p, prompt=p, image_index=i, seed=seed_for(p, i, base_seed), is_base=False,
+                       kind="drift")
+            for p in drift_prompts()[:prompts] for i in range(images)]
 
 
 def base_template() -> str:

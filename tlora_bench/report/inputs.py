@@ -18,6 +18,7 @@ from tlora_bench.concepts.manifest import manifest_path_of
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.layout import (
     ADAPTER_FILE,
+    BASE_MODEL_DIR,
     CONFIG_FILE,
     DONE_FILE,
     EVALUATION_DIR,
@@ -38,7 +39,7 @@ from tlora_bench.layout import (
 from tlora_bench.metrics.registry import metric_names
 
 PER_METHOD_COLUMNS = ("method_label", "method", "rank", "metric", "mean", "ci_low", "ci_high", "n_concepts")
-_NOT_METHODS = {EVALUATION_DIR, REPORT_DIR, JOBS_DIR}
+_NOT_METHODS = {EVALUATION_DIR, REPORT_DIR, JOBS_DIR, BASE_MODEL_DIR}
 COUNT_COLUMNS = frozenset({"rank", "mean", "ci_low", "ci_high", "n_concepts", "n_images", "n_base_images",
                            "n_ts_prompts", "concepts_scored", "concepts_planned", "failed_jobs"})
 

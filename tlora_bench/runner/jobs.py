@@ -89,7 +89,7 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             progress: bool = False) -> JobOutcome:
     """Train and sample one job inside run_dir; failures are recorded, never raised (except interrupts)."""
     from tlora_bench.layout import ADAPTER_FILE
-    from tlora_bench.sample import generate
+    from tlora_bench.sample import generate, generate_base_drift
     from tlora_bench.train import train
 
     run_dir = Path(run_dir)
@@ -114,6 +114,7 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
         failed.unlink()
     started = time.perf_counter()
+    reset_peak_memory()
     record = {**job.to_dict(), "key": job.key, "method": job.recipe.identity()}
     atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=2) + "\n")
     try:
@@ -124,6 +125,9 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             trained = train(job.train, folder / TRAIN_DIR, recipe=job.recipe, backend=backend, progress=progress)
         sampled = generate(trained.adapter_path, run_dir / IMAGES_DIR, options=job.sample, backend=backend,
                            label=job.image_label, progress=progress)
+        if job.sample.drift_images:  # the base model's drift images, made by the first job that gets here
+            generate_base_drift(backend, run_dir / IMAGES_DIR, base_seed=job.seed, options=job.sample,
+                                model=job.train.model)
     except (KeyboardInterrupt, SystemExit, WriteFailed):  # a full disk or read-only folder ends the run
         raise
     except Exception as error:  # one job's failure must not end the run: record it, go on
@@ -138,7 +142,8 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
     marker = {"job": job.id, "key": job.key, "seconds": seconds, "train_seconds": trained.seconds,
               "train_steps": trained.steps, "resumed_from_step": trained.resumed_from,
               "sample_seconds": sampled.seconds, "images": sampled.n_images, "images_generated": sampled.n_generated,
-              "images_kept": sampled.n_kept, "device": str(backend.device), "peak_memory_bytes": _peak_memory(),
+              "images_kept": sampled.n_kept, "device": str(backend.device),
+              COST_KEY: job_cost(trained.adapter_path, sampled, (done or {}).get(COST_KEY)),
               "adapter": str(trained.adapter_path.relative_to(run_dir)),
               "images_folder": str(sampled.folder.relative_to(run_dir)),
               **getattr(trained, "provenance", {}),
@@ -198,7 +203,64 @@ def _say(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def _peak_memory() -> int | None:
+COST_KEY = "cost"
+COST_COLUMNS = ("trainable_parameters", "adapter_bytes", "train_seconds_per_step", "peak_memory_bytes",
+                "sample_seconds_per_image")
+
+
+def reset_peak_memory() -> None:
+    """Start a job's CUDA peak from what is allocated now (the model), so each job's peak is its own."""
     import torch
 
-    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> tuple[int, str]:
+    """(bytes, what they measure): the CUDA peak allocated since reset_peak_memory on a GPU; on a CPU the
+    process's peak resident set size (since the process started: an upper bound for the job)."""
+    import resource
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_peak_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_peak_rss"
+
+
+def median_step_seconds(log: Path) -> float | None:
+    """The median seconds of a training step after warm-up (the first tenth of the steps, at least one, are
+    left out when there are two or more); None without a log (an imported adapter)."""
+    import statistics
+
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    seconds = []
+    for line in lines:
+        try:
+            seconds.append(float(json.loads(line)["seconds"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a crash
+    warm = seconds[max(1, len(seconds) // 10):] if len(seconds) >= 2 else seconds
+    return statistics.median(warm) if warm else None
+
+
+def job_cost(adapter: Path, sampled, before: dict | None = None) -> dict[str, Any]:
+    """What a job cost (docs/evaluation.md, "Cost"): trainable parameters, adapter file bytes, the median
+    training step, peak memory, seconds per sampled image. When every image was kept from before, the seconds
+    per image are the ones measured when they were made (`before`: the job's earlier cost), else None."""
+    from tlora_bench.adapters.io import read_adapter_metadata
+    from tlora_bench.layout import LOG_FILE
+
+    trainable = read_adapter_metadata(adapter).get("trainable_parameters")
+    memory, kind = peak_memory()
+    return {"trainable_parameters": int(trainable) if trainable and trainable.isdigit() else None,
+            "adapter_bytes": adapter.stat().st_size,
+            "train_seconds_per_step": median_step_seconds(adapter.parent / LOG_FILE),
+            "peak_memory_bytes": memory, "peak_memory_kind": kind,
+            "sample_seconds_per_image": sampled.seconds / sampled.n_generated if sampled.n_generated
+            else (before or {}).get("sample_seconds_per_image")}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,16 @@ from tlora_bench.layout import (
 )
 from tlora_bench.planner import Job, Plan, job_images, make_plan
 from tlora_bench.runner.integrity import changed_files
-from tlora_bench.runner.jobs import DONE_FILE, FAILED_FILE, IMAGES_DIR, JobOutcome, check_job_files, read_marker
+from tlora_bench.runner.jobs import (
+    COST_COLUMNS,
+    COST_KEY,
+    DONE_FILE,
+    FAILED_FILE,
+    IMAGES_DIR,
+    JobOutcome,
+    check_job_files,
+    read_marker,
+)
 from tlora_bench.runner.lock import holds_run_locks, lock_run_folder, run_folder_lock
 from tlora_bench.threads import cpu_threads
 
@@ -277,12 +287,30 @@ def _score(plan: Plan, run_dir: Path, result: RunResult, echo: Callable[[str], N
     except TloraBenchError as e:  # e.g. evaluation weights missing offline: jobs stay done, scoring can re-run
         result.evaluation_error = f"{e}; {RESCORE_HINT}"  # the caller reports it (the CLI: on stderr)
         return
-    result.leaderboard = leaderboard(evaluation.per_method, list(plan.jobs), result.outcomes)
+    costs = job_costs(run_dir, list(plan.jobs))
+    result.leaderboard = leaderboard(evaluation.per_method, list(plan.jobs), result.outcomes, costs)
     atomic_write_text(run_dir / LEADERBOARD_FILE, result.leaderboard.to_csv(index=False))
 
 
-def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOutcome]) -> pd.DataFrame:
-    """One row per method variant: each metric's mean and interval, concepts scored of those planned."""
+def job_costs(run_dir: Path, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+    """Each finished job's cost (its done.json), by job id."""
+    costs = {}
+    for job in jobs:
+        marker = read_marker(run_dir / job.folder / DONE_FILE) or {}
+        if isinstance(marker.get(COST_KEY), dict):
+            costs[job.id] = marker[COST_KEY]
+    return costs
+
+
+def _median_cost(costs: list[dict[str, Any]], column: str) -> float | None:
+    values = sorted(float(c[column]) for c in costs if isinstance(c.get(column), (int, float)))
+    return float(statistics.median(values)) if values else None
+
+
+def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOutcome],
+                costs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per method variant: each metric's mean and interval, concepts scored of those planned, and the
+    median cost of its jobs."""
     failed = {o.job_id for o in outcomes if o.status == "failed"}
     rows = []
     for label in dict.fromkeys(job.image_label for job in jobs):
@@ -298,6 +326,10 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
         row["failed_jobs"] = sum(job.id in failed for job in planned)
         row["complete"] = row["failed_jobs"] == 0 and row["concepts_scored"] == row["concepts_planned"]
         row["imported"] = planned[0].imported is not None  # scored from adapter files trained elsewhere
+        mine = [costs[job.id] for job in planned if job.id in (costs or {})]
+        row.update({column: _median_cost(mine, column) for column in COST_COLUMNS})
+        kinds = {c.get("peak_memory_kind") for c in mine} - {None}
+        row["peak_memory_kind"] = ",".join(sorted(kinds)) or None
         rows.append(row)
     board = pd.DataFrame(rows)
     board["rank"] = board["rank"].astype("Int64")  # integers, empty for methods without a rank (never 4.0)
@@ -306,6 +338,7 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
 
 def format_plan(plan: Plan, run_dir: Path) -> str:
     """`--dry-run`: the jobs as a table, the training steps and images, and a device-hour estimate."""
+    from tlora_bench.prompts import drift_items
     from tlora_bench.runner.estimate import estimate
 
     config, jobs, concepts = plan.config, plan.jobs, plan.concepts
@@ -320,6 +353,8 @@ def format_plan(plan: Plan, run_dir: Path) -> str:
         total_images += sum(images)
         per_job = str(images[0]) if len(set(images)) == 1 else f"{min(images)}-{max(images)}"
         lines.append(f"{label:<24} {group[0].train.method:<18} {len(group):>5} {steps:>10} {per_job:>11}")
+    # The base model's drift images, once per base seed (docs/evaluation.md, "Overfitting").
+    total_images += sum(len(drift_items(seed, config.drift_images, config.drift_prompts)) for seed in config.seeds)
     lines.append(f"{len(jobs)} jobs ({len(concepts)} concepts x {len(config.seeds)} seeds per variant): "
                  f"{total_steps:,} training steps, {total_images:,} images on {config.model} ({plan.precision})")
     guess = estimate(plan.backend.name, plan.precision, total_steps, total_images, run_dir)  # "tiny": tiny-sdxl
@@ -338,7 +373,8 @@ def write_summary(config: RunConfig, jobs: list[Job], result: RunResult) -> None
                "done": sum(o.status == "done" for o in result.outcomes), "failed": len(result.failures),
                "failures": [{"job": o.job_id, "error": o.error} for o in result.failures],
                "evaluation_error": result.evaluation_error,
-               "outcomes": [o.to_dict() for o in result.outcomes]}
+               "outcomes": [o.to_dict() for o in result.outcomes],
+               "costs": job_costs(result.run_dir, jobs)}
     atomic_write_text(result.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
