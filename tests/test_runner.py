@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -61,6 +62,7 @@ def test_presets_plan_the_papers_experiments():
     ({"steps": "tlroa=5"}, "'steps' names 'tlroa'.*did you mean 'tlora'"),
     ({"model": "sdxk"}, "config key 'model': unknown model backend 'sdxk'; did you mean 'sdxl'"),
     ({"methods": "lora-4,lora", "ranks": "4"}, "gives the label 'lora-4' twice"),
+    ({"reference": "tlora-8"}, "'reference' names 'tlora-8', which is no method of this run; did you mean 'tlora-4'"),
 ])
 def test_bad_variants_and_names_fail_when_the_run_is_planned(overrides, message):
     with pytest.raises(TloraBenchError, match=message):
@@ -105,6 +107,13 @@ def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
     assert again.complete and all(o.skipped for o in again.outcomes)
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
     assert len(json.loads((run_dir / "provenance.json").read_text())["sessions"]) == 2
+    assert board["random_weights"].all() and "pareto_is_ts" in board  # tiny models: marked meaningless
+    assert set(pd.read_csv(run_dir / "report" / "paired.csv")["reference"]) == {"tlora-4"}  # the first T-LoRA
+    scored = (run_dir / "evaluation" / "scores.csv").stat().st_mtime_ns
+    other = run(replace(config, reference="lora-4"), run_dir, progress=False, echo=quiet)  # a report-only key
+    assert other.complete and (run_dir / "evaluation" / "scores.csv").stat().st_mtime_ns == scored  # not rescored
+    assert set(pd.read_csv(run_dir / "report" / "paired.csv")["reference"]) == {"lora-4"}
+    assert json.loads((run_dir / "config.json").read_text())["reference"] == "lora-4"
 
 
 def test_another_config_in_the_same_folder_is_refused_or_moved_aside(tmp_path):

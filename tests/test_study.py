@@ -140,6 +140,8 @@ def test_wilson_and_binomial_hand_example() -> None:
     assert (round(low, 4), round(high, 4)) == (0.3968, 0.8922)
     assert binomial_p(7, 10) == pytest.approx(0.34375)
     assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    # exactly 0 and 1 at every n: a bound 1e-17 past the rate once made the plot's error bars negative
+    assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 200))
 
 
 def test_bradley_terry_order_and_fitters_agree() -> None:
@@ -260,3 +262,92 @@ def test_answer_and_key_files_read_alike(made: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(study, ["analyze", str(huge), "--key", str(made / "key.csv")])
     assert result.exit_code == 1 and f"cannot read an answer file '{huge}'" in result.output
     assert result.output.count("\n") == 1, result.output
+
+
+# ---- agreement, tied ranks, degenerate intervals (docs/study.md) --------------------------------------------
+
+
+def _analyze(made: Path, tmp_path: Path, raters: dict[str, dict[str, int]], keep=lambda row: True):
+    """Analyze answers of raters (name -> preference scores) on the key's trials that `keep` accepts."""
+    key = [r for r in read_key_rows(made / "key.csv") if keep(r)]
+    files = [write_answers(tmp_path / f"{name}.csv", _answers_for(key, name, prefer), key[0]["study_id"])
+             for name, prefer in raters.items()]
+    out = tmp_path / "analysis"
+    result = CliRunner().invoke(study, ["analyze", *map(str, files), "--key", str(made / "key.csv"),
+                                        "--out", str(out), "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_agreement_in_every_output(made: Path, tmp_path: Path) -> None:
+    """Two raters prefer alpha-a over beta-b, a third the reverse; everyone prefers alpha-a over gamma-c."""
+    prefer = {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}
+    out, output = _analyze(made, tmp_path, {"rater-01": prefer, "rater-02": prefer,
+                                            "rater-03": {"alpha-a": 2, "beta-b": 3, "gamma-c": 1}})
+    table = pd.read_csv(out / "analysis.csv")
+    # alpha-a:beta-b: 6 units of (2 x alpha-a, 1 x beta-b): n = 18, 6 matching pairs, 1 - 17 * 12 / 144
+    ab = table[table["pair"] == "alpha-a:beta-b"]
+    assert ab["krippendorff_alpha"].tolist() == pytest.approx([1 - 17 * 12 / 144] * 3)
+    assert ab["alpha_units"].tolist() == [6] * 3 and ab["alpha_raters"].tolist() == [3] * 3
+    ac = table[table["pair"] == "alpha-a:gamma-c"]  # unanimous on one method: nothing to tell from chance
+    assert ac["krippendorff_alpha"].isna().all() and ac["alpha_note"].str.contains("same category").all()
+    agreement = pd.read_csv(out / "agreement.csv")
+    overall = agreement[agreement["pair"] == "all"]
+    # all pairs: 12 units, n = 36, 24 matching pairs, categories 30 alpha-a, 6 beta-b: 1 - 35 * 12 / 360
+    assert overall["krippendorff_alpha"].tolist() == pytest.approx([1 - 35 * 12 / 360] * 3)
+    assert overall["alpha_units"].tolist() == [12] * 3 and overall["fleiss_kappa"].notna().all()
+    bt = pd.read_csv(out / "bradley_terry.csv")
+    assert bt["krippendorff_alpha"].tolist() == pytest.approx([1 - 35 * 12 / 360] * 9)
+    assert "Krippendorff's alpha -0.17 (12 trial-questions, 3 raters)" in output
+    from tlora_bench.study.plot import plot_title
+
+    title = plot_title(table, agreement[agreement["pair"] == "all"].drop(columns="pair"))
+    assert "1. concept preservation: Krippendorff's alpha -0.17 (12 trial-questions, 3 raters)" in title
+    assert "degenerate" not in title
+
+
+def test_one_rater_has_no_agreement(made: Path, tmp_path: Path) -> None:
+    out, output = _analyze(made, tmp_path, {"rater-01": {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}})
+    table = pd.read_csv(out / "analysis.csv")
+    assert table["krippendorff_alpha"].isna().all() and (table["alpha_units"] == 0).all()
+    assert table["alpha_note"].str.contains("two or more raters").all()
+    assert "alpha n/a: no question of a trial was answered by two or more raters" in output
+
+
+def test_identical_records_share_a_rank(made: Path, tmp_path: Path) -> None:
+    """beta-b and gamma-c each beat alpha-a on every trial (the same record): ranks 1, 1, 3."""
+    out, _ = _analyze(made, tmp_path, {"rater-01": {"alpha-a": 1, "beta-b": 3, "gamma-c": 3}})
+    bt = pd.read_csv(out / "bradley_terry.csv")
+    for q in QUESTIONS:
+        rows = bt[bt["question"] == q.number].set_index("method")
+        assert rows["rank"].to_dict() == {"alpha-a": 3, "beta-b": 1, "gamma-c": 1}
+        assert rows.loc["beta-b", "strength"] == pytest.approx(rows.loc["gamma-c", "strength"], abs=1e-6)
+
+
+def test_one_concept_intervals_are_flagged_degenerate(made: Path, tmp_path: Path) -> None:
+    prefer = {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}
+    out, output = _analyze(made, tmp_path, {"rater-01": prefer, "rater-02": prefer})
+    assert not pd.read_csv(out / "analysis.csv")["interval_degenerate"].any()  # two concepts
+    assert not pd.read_csv(out / "bradley_terry.csv")["interval_degenerate"].any()
+    assert "interval_degenerate" not in output
+    out, output = _analyze(made, tmp_path, {"rater-01": prefer, "rater-02": prefer},
+                           keep=lambda row: row["concept"] == "rex")
+    table = pd.read_csv(out / "analysis.csv")
+    assert (table["concepts"] == 1).all() and table["interval_degenerate"].all()
+    assert table["interval_note"].str.contains("says nothing about concept-to-concept variation").all()
+    assert "* interval_degenerate: one concept: the interval says nothing about concept-to-concept" in output
+    bt = pd.read_csv(out / "bradley_terry.csv")
+    assert bt["interval_degenerate"].all() and (bt["concepts"] == 1).all()
+
+
+def test_one_trial_bootstrap_interval_is_a_point_and_flagged(made: Path, tmp_path: Path) -> None:
+    first = read_key_rows(made / "key.csv")[0]["trial_id"]
+    out, output = _analyze(made, tmp_path, {"rater-01": {"alpha-a": 3, "beta-b": 2, "gamma-c": 1}},
+                           keep=lambda row: row["trial_id"] == first)
+    bt = pd.read_csv(out / "bradley_terry.csv")
+    answered = bt[bt["comparisons"] > 0]
+    assert (answered["ci_low"] == answered["ci_high"]).all() and answered["interval_degenerate"].all()
+    assert answered["interval_note"].str.startswith("one trial").all()
+    unanswered = bt[bt["comparisons"] == 0]
+    assert len(unanswered) == 3 and unanswered["interval_note"].str.startswith("no answers").all()
+    assert "* interval_degenerate: one trial: every bootstrap replicate resamples it" in output

@@ -166,7 +166,7 @@ def run_config_options(command):
         click.option("--preset", default=None, help=f"A bundled preset ({', '.join(preset_names())}) or a .toml file."),
         flag("methods", method_choices()), flag("ranks"), flag("concepts"), flag("model", backend_names()),
         flag("name", default="the --out folder's name, else the preset's"), flag("precision", list(PRECISIONS)),
-        flag("steps"), flag("output_dir"),
+        flag("steps"), flag("output_dir"), flag("reference"),
         data_dir_option,
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key (repeatable)."),

@@ -91,6 +91,9 @@ class RunConfig:
     dino: str = _field(DEFAULT_DINO, "The DINO-IS model (docs/decisions.md section 5)")
     tiny_extractors: bool = _field(False, "Score with tiny random extractors: smoke runs only, meaningless numbers")
     bootstrap: int = _field(1000, "Bootstrap resamples of the 95% interval over concepts")
+    reference: str | None = _field(None, "The method label every other is compared with, paired by concept "
+                                         "(docs/evaluation.md, \"Paired comparisons\"); default: the first T-LoRA "
+                                         "variant")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", MappingProxyType(dict(self.steps)))

@@ -50,6 +50,10 @@ LOG_FILE = "train_log.jsonl"
 # An evaluation folder and a report folder.
 SCORED_FILE = "scored.json"  # the digest of what the current scores were made from (a run's evaluation/)
 PER_METHOD_FILE = "per_method.csv"
+SCORES_FILE = "scores.csv"  # one row per scored image
+COST_KEY = "cost"  # done.json's record of what the job cost; the leaderboards give each column's median
+COST_COLUMNS = ("trainable_parameters", "adapter_bytes", "train_seconds_per_step", "peak_memory_bytes",
+                "sample_seconds_per_image")
 EVALUATION_FILE = "evaluation.json"  # written last: its presence means the evaluation finished
 REPORT_PAGE = "report.html"
 REPORT_MARKDOWN = "leaderboard.md"

@@ -161,6 +161,7 @@ def make_plan(config: RunConfig) -> Plan:
     _check_step_keys(config, variants)
     jobs = tuple(_job(config, variant, concept, seed, precision, path)
                  for variant in variants for concept in concepts for seed in config.seeds)
+    _check_reference(config, jobs)
     return Plan(config, backend, precision, manifest, path, tuple(concepts), variants, jobs)
 
 
@@ -317,6 +318,14 @@ def _check_step_keys(config: RunConfig, variants: tuple[Variant, ...]) -> None:
         if key not in names:
             raise TloraBenchError(f"config key 'steps' names '{key}', which is no method of this run"
                                   f"{did_you_mean(key, names)} (methods: {', '.join(config.methods)})")
+
+
+def _check_reference(config: RunConfig, jobs: tuple[Job, ...]) -> None:
+    """The paired comparisons' reference is one of the run's labels (a variant's, or a seed's image label)."""
+    labels = list(dict.fromkeys(name for job in jobs for name in (job.label, job.image_label)))
+    if config.reference is not None and config.reference not in labels:
+        raise TloraBenchError(f"config key 'reference' names '{config.reference}', which is no method of this run"
+                              f"{did_you_mean(config.reference, labels)} (methods: {', '.join(labels)})")
 
 
 def _steps(config: RunConfig, train: Mapping[str, Any], names: tuple[str, ...]) -> int | None:

@@ -6,46 +6,73 @@ Reads files only (torch is imported lazily, for the effective-rank plot of a fol
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from tlora_bench.fileio import atomic_write_text, check_writable, replaced_folder
 from tlora_bench.layout import LEADERBOARD_FILE, REPORT_DIR, REPORT_MARKDOWN, REPORT_PAGE
+from tlora_bench.report.comparisons import paired_markdown, paired_runs, paired_table, resolve_reference
 from tlora_bench.report.inputs import RunFolder, images_problem, load_run, missing_images
 from tlora_bench.report.tables import compare_table, leaderboard, leaderboard_markdown, per_concept_table
 
-if TYPE_CHECKING:
-    import pandas as pd
+LATEX_FILE = "leaderboard.tex"
+PAIRED_FILE = "paired.csv"
 
+
+@dataclass
+class Tables:
+    """What the report shows, computed before anything is written."""
+
+    board: pd.DataFrame
+    concepts: pd.DataFrame
+    reference: str | None
+    paired: pd.DataFrame | None  # every method against the reference
+    compared: pd.DataFrame | None  # against another folder (--compare)
 
 
 def make_report(run_dir: str | Path, compare: str | Path | None = None,
-                echo: Callable[[str], None] = lambda message: None) -> Path:
-    """Write DIR/report/ (leaderboard.csv, leaderboard.md, per_concept.csv, plots/, report.html and, with
-    `compare`, compare.csv); return that folder."""
+                echo: Callable[[str], None] = lambda message: None, reference: str | None = None) -> Path:
+    """Write DIR/report/ (leaderboard.csv, leaderboard.md, leaderboard.tex, per_concept.csv, paired.csv,
+    plots/, report.html and, with `compare`, compare.csv); return that folder. `reference`: the method every
+    other is compared with, paired (default: the run config's, else its first T-LoRA variant)."""
     run = load_run(run_dir)
     other = load_run(compare) if compare is not None else None
     board = leaderboard(run)
-    concepts = per_concept_table(run)
-    compared = compare_table(board, leaderboard(other)) if other is not None else None
+    chosen = resolve_reference(run, board, reference)
+    compared = compare_table(board, leaderboard(other), paired_runs(run, other)) if other is not None else None
+    tables = Tables(board, per_concept_table(run), chosen, paired_table(run, board, chosen), compared)
     target = run.root / REPORT_DIR
     check_writable(run.root, fix=f"make '{run.root}' writable: the report goes to its {REPORT_DIR}/ folder")
     with replaced_folder(target) as out:  # a report that fails half-way leaves the old one whole, or none
-        _write_report(run, board, concepts, compared, compare, out, echo)
+        _write_report(run, tables, compare, out, echo)
     return target
 
 
-def _write_report(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, compared: pd.DataFrame | None,
-                  compare: str | Path | None, out: Path, echo: Callable[[str], None]) -> None:
+def _write_tables(tables: Tables, out: Path) -> None:
+    from tlora_bench.report.latex import leaderboard_latex
+
+    atomic_write_text(out / LEADERBOARD_FILE, tables.board.to_csv(index=False))
+    atomic_write_text(out / REPORT_MARKDOWN, "\n".join(
+        part for part in (leaderboard_markdown(tables.board), paired_markdown(tables.paired, tables.reference))
+        if part))
+    atomic_write_text(out / LATEX_FILE, leaderboard_latex(tables.board))
+    atomic_write_text(out / "per_concept.csv", tables.concepts.to_csv(index=False))
+    if tables.paired is not None:
+        atomic_write_text(out / PAIRED_FILE, tables.paired.to_csv(index=False))
+    if tables.compared is not None:
+        atomic_write_text(out / "compare.csv", tables.compared.to_csv(index=False))
+
+
+def _write_report(run: RunFolder, tables: Tables, compare: str | Path | None, out: Path,
+                  echo: Callable[[str], None]) -> None:
     from tlora_bench.report.grids import concept_grids
     from tlora_bench.report.html import render
     from tlora_bench.report.plots import make_plots
 
-    atomic_write_text(out / LEADERBOARD_FILE, board.to_csv(index=False))
-    atomic_write_text(out / REPORT_MARKDOWN, leaderboard_markdown(board))
-    atomic_write_text(out / "per_concept.csv", concepts.to_csv(index=False))
-    if compared is not None:
-        atomic_write_text(out / "compare.csv", compared.to_csv(index=False))
+    _write_tables(tables, out)
+    board, concepts = tables.board, tables.concepts
 
     def note(message: str) -> None:
         run.problems.append(message)
@@ -56,9 +83,10 @@ def _write_report(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, c
     grids = concept_grids(run, list(board["method_label"]), on_unreadable=unreadable.append)
     if unreadable:
         note(images_problem(unreadable))
-    page = render(title=run.name, board=board, plots=plots, grids=grids,
-                  provenance=run.provenance, evaluation=run.evaluation, summary=run.summary, compare=compared,
-                  compare_dir=str(compare) if compare is not None else None, problems=run.problems)
+    page = render(title=run.name, board=board, plots=plots, grids=grids, provenance=run.provenance,
+                  evaluation=run.evaluation, summary=run.summary, compare=tables.compared,
+                  compare_dir=str(compare) if compare is not None else None, problems=run.problems,
+                  paired=tables.paired, reference=tables.reference)
     atomic_write_text(out / REPORT_PAGE, page)
 
 

@@ -33,6 +33,7 @@ from tlora_bench.layout import (
     PER_METHOD_FILE,
     PROVENANCE_FILE,
     REPORT_DIR,
+    SCORES_FILE,
     SUMMARY_FILE,
     TRAIN_DIR,
 )
@@ -77,6 +78,7 @@ class RunFolder:
     per_method: pd.DataFrame
     per_concept: pd.DataFrame | None = None
     per_prompt: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None  # per image (evaluation/scores.csv): the paired comparisons' input
     config: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
@@ -245,6 +247,7 @@ def load_run(root: str | Path) -> RunFolder:
         root=root, images_dir=images_dir, per_method=per_method,
         per_concept=read_csv(evaluation_dir / "per_concept.csv"),
         per_prompt=read_csv(evaluation_dir / "per_prompt.csv"),
+        scores=read_csv(evaluation_dir / SCORES_FILE),
         config=read_json(root / CONFIG_FILE), provenance=read_json(root / PROVENANCE_FILE),
         evaluation=read_json(evaluation_dir / EVALUATION_FILE), summary=read_json(root / SUMMARY_FILE),
         run_leaderboard=leaderboard, jobs=_read_jobs(root, problems), indexes=_read_indexes(images_dir, problems),

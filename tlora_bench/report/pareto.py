@@ -54,3 +54,18 @@ def mark_fronts(board: pd.DataFrame) -> pd.DataFrame:
                                                       pd.to_numeric(out[frontier.y], errors="coerce").to_numpy(float),
                                                       frontier.x_higher, frontier.y_higher)
     return out
+
+
+def staircase(x: np.ndarray, y: np.ndarray, x_higher: bool = True,
+              y_higher: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The frontier's line through its members (x, y, NaN-free): the members sorted along x, and between each
+    pair of neighbours a corner at their worse x and worse y, so the line bounds the region they dominate."""
+    order = np.argsort(np.asarray(x, dtype=np.float64), kind="stable")
+    x, y = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+    if len(x) < 2:
+        return x, y
+    corner_x = (np.minimum if x_higher else np.maximum)(x[:-1], x[1:])
+    corner_y = (np.minimum if y_higher else np.maximum)(y[:-1], y[1:])
+    line_x, line_y = np.empty(2 * len(x) - 1), np.empty(2 * len(x) - 1)
+    line_x[0::2], line_x[1::2], line_y[0::2], line_y[1::2] = x, corner_x, y, corner_y
+    return line_x, line_y

@@ -12,9 +12,15 @@ from typing import Any
 
 import pandas as pd
 
+from tlora_bench.errors import TloraBenchError
+from tlora_bench.layout import COST_COLUMNS
 from tlora_bench.metrics.registry import get_metric, headline_metrics, metric_names, paper_metrics
 from tlora_bench.report.inputs import RunFolder
 from tlora_bench.report.paper import method_key, paper_match
+from tlora_bench.report.pareto import mark_fronts
+
+UNKNOWN = "unknown"  # a folder whose per_method.csv predates the scoring models' columns
+COST_KIND = "peak_memory_kind"  # what peak_memory_bytes measures (CUDA allocated or CPU resident set)
 
 
 def concept_columns() -> list[str]:
@@ -60,6 +66,47 @@ def _incomplete(run: RunFolder, label: str, n_concepts: int, most_concepts: int)
     return "; ".join(reasons)
 
 
+def random_weights_reason(model: str | None, tiny_extractors: bool) -> str:
+    """Why a run's numbers mean nothing ('' when they can): a random-weight (tiny) diffusion model or scoring
+    models. Shown in the console table, both leaderboards and the report's header."""
+    from tlora_bench.models import is_tiny
+
+    try:
+        tiny_model = bool(model) and is_tiny(str(model))
+    except TloraBenchError:  # a backend this install does not have: it is not one of ours
+        tiny_model = False
+    parts = ([f"the diffusion model '{model}'"] if tiny_model else []) + \
+        (["the scoring models (CLIP, DINO)"] if tiny_extractors else [])
+    return f"random-weight models ({' and '.join(parts)}): these numbers are meaningless" if parts else ""
+
+
+def _first(run: RunFolder, column: str) -> Any:
+    value = run.per_method[column].iloc[0] if column in run.per_method and len(run.per_method) else None
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def scoring_models(run: RunFolder) -> dict[str, str]:
+    """The CLIP model and DINO variant the folder was scored with (per_method.csv's provenance columns)."""
+    def named(kind: str) -> str:
+        extractor, weights = _first(run, f"{kind}_extractor"), _first(run, f"{kind}_weights")
+        return UNKNOWN if extractor is None else f"{extractor} ({weights})" if weights else str(extractor)
+
+    return {"clip_model": named("clip"), "dino_model": named("dino")}
+
+
+def run_random_weights(run: RunFolder) -> str:
+    tiny = _first(run, "tiny_models")
+    return random_weights_reason(run.model, str(tiny).lower() == "true")
+
+
+def _costs(run: RunFolder, label: str) -> dict[str, Any]:
+    """The run leaderboard's median cost columns of a label (empty where the folder has no run leaderboard)."""
+    board = run.run_leaderboard
+    row = board[board["method_label"].astype(str) == label] if board is not None else None
+    return {column: (row[column].iloc[0] if row is not None and len(row) and column in row else math.nan)
+            for column in (*COST_COLUMNS, COST_KIND)}
+
+
 def _n_images(run: RunFolder, label: str) -> int:
     if run.per_prompt is not None and "n_images" in run.per_prompt:
         return int(run.per_prompt.loc[run.per_prompt["method_label"].astype(str) == label, "n_images"].sum())
@@ -91,11 +138,14 @@ def leaderboard(run: RunFolder) -> pd.DataFrame:
         row["incomplete"], row["incomplete_reason"] = bool(reason), reason
         row["imported"] = bool(job and job.imported)  # scored from adapter files trained elsewhere
         row.update(_paper_columns(paper_match(key, run.model), row))
+        row.update(_costs(run, label))
         rows.append(row)
-    board = pd.DataFrame(rows)
+    reason = run_random_weights(run)
+    board = pd.DataFrame(rows).assign(**scoring_models(run), random_weights=bool(reason),
+                                      random_weights_reason=reason)
     for column in ("rank", "size", "train_images"):  # integers, empty where a method has none (never 4.0)
         board[column] = board[column].astype("Int64")
-    return board
+    return mark_fronts(board)
 
 
 def _paper_columns(paper: pd.Series | None, row: dict[str, Any]) -> dict[str, Any]:
@@ -130,13 +180,26 @@ def interval(row: pd.Series | dict[str, Any], metric: str) -> str:
     return f"{fmt(mean)} [{fmt(row[f'{metric}_ci_low'])}, {fmt(row[f'{metric}_ci_high'])}]"
 
 
+def board_caption(board: pd.DataFrame) -> list[str]:
+    """The lines above every table of the board: the scoring models, and the random-weights warning."""
+    if board.empty:
+        return []
+    first = board.iloc[0]
+    known = first["clip_model"] != UNKNOWN or first["dino_model"] != UNKNOWN
+    lines = [f"Scored with CLIP {first['clip_model']} and DINO {first['dino_model']}."] if known else []
+    if first["random_weights"]:
+        lines.insert(0, f"**WARNING: {first['random_weights_reason']}** (a smoke test of the pipeline, not a result).")
+    return lines
+
+
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """A short markdown table for pasting: the headline metrics (masked IS, masked DINO-IS, TS) with intervals,
-    and the paper's values."""
+    and the paper's values, under the caption (scoring models; random-weights warning)."""
     shown, paper_columns = headline_metrics(), [m.paper.column for m in paper_metrics()]
     head = ["method", "concepts", "images", *(m.label for m in shown),
             "paper " + " / ".join(m.paper.label for m in paper_metrics()), "note"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    caption = board_caption(board)
+    lines = [*caption, *([""] if caption else []), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in board.iterrows():
         paper = "–" if row["paper_table"] is None else (
             " / ".join(fmt(row[f"paper_{c}"]) for c in paper_columns) + f" ({row['paper_table']})")
@@ -149,8 +212,16 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_table(ours: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
-    """Per method label in both leaderboards and metric: both means, the difference, do the intervals overlap."""
+COMPARE_COLUMNS = ["method_label", "metric", "mean", "ci_low", "ci_high", "other_mean", "other_ci_low",
+                   "other_ci_high", "difference", "intervals_overlap", "paired_concepts", "paired_difference",
+                   "paired_ci_low", "paired_ci_high", "p_value", "p_holm"]
+PAIRED_RENAMES = {"n_concepts": "paired_concepts", "difference": "paired_difference", "ci_low": "paired_ci_low",
+                  "ci_high": "paired_ci_high"}
+
+
+def compare_table(ours: pd.DataFrame, other: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per method label in both leaderboards and metric: both means, the difference, do the intervals overlap,
+    and (from `paired`: comparisons.paired_runs) the difference paired on the images both folders have."""
     rows = []
     theirs = {str(row["method_label"]): row for _, row in other.iterrows()}
     for _, row in ours.iterrows():
@@ -166,5 +237,10 @@ def compare_table(ours: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
                          "ci_high": high_a, "other_mean": b, "other_ci_low": low_b, "other_ci_high": high_b,
                          "difference": a - b,
                          "intervals_overlap": (low_a <= high_b and low_b <= high_a) if known else None})
-    return pd.DataFrame(rows, columns=["method_label", "metric", "mean", "ci_low", "ci_high", "other_mean",
-                                       "other_ci_low", "other_ci_high", "difference", "intervals_overlap"])
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS[:10])
+    if paired is None or paired.empty:
+        return table.reindex(columns=COMPARE_COLUMNS)
+    extra = paired.rename(columns=PAIRED_RENAMES)[["method_label", "metric", *PAIRED_RENAMES.values(), "p_value",
+                                                   "p_holm"]]
+    table["method_label"] = table["method_label"].astype(str)
+    return table.merge(extra, on=["method_label", "metric"], how="left")[COMPARE_COLUMNS]

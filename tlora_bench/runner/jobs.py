@@ -18,7 +18,7 @@ from typing import Any
 
 from tlora_bench.errors import TloraBenchError
 from tlora_bench.fileio import WriteFailed, atomic_write_text, write_error
-from tlora_bench.layout import DONE_FILE, FAILED_FILE, IMAGES_DIR, JOB_FILE, TRAIN_DIR
+from tlora_bench.layout import COST_KEY, DONE_FILE, FAILED_FILE, IMAGES_DIR, JOB_FILE, TRAIN_DIR
 from tlora_bench.planner import Job
 from tlora_bench.runner.integrity import FILES_KEY, changed_files, distrust, record_files
 
@@ -203,9 +203,6 @@ def _say(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-COST_KEY = "cost"
-COST_COLUMNS = ("trainable_parameters", "adapter_bytes", "train_seconds_per_step", "peak_memory_bytes",
-                "sample_seconds_per_image")
 
 
 def reset_peak_memory() -> None:

@@ -36,6 +36,8 @@ from tlora_bench.fileio import (
 )
 from tlora_bench.layout import (
     CONFIG_FILE,
+    COST_COLUMNS,
+    COST_KEY,
     EVALUATION_DIR,
     JOBS_DIR,
     LEADERBOARD_FILE,
@@ -49,8 +51,6 @@ from tlora_bench.layout import (
 from tlora_bench.planner import Job, Plan, job_images, make_plan
 from tlora_bench.runner.integrity import changed_files
 from tlora_bench.runner.jobs import (
-    COST_COLUMNS,
-    COST_KEY,
     DONE_FILE,
     FAILED_FILE,
     IMAGES_DIR,
@@ -64,6 +64,7 @@ from tlora_bench.threads import cpu_threads
 # Config keys that only choose how images are scored: no job's content hash holds them, so a run folder may be
 # scored again under other values without --force-new (the feature cache keys on the extractor and the mask).
 EVALUATION_KEYS = ("segmenter", "dino", "bootstrap", "tiny_extractors")
+REPORT_KEYS = ("reference",)  # only choose how the report shows the scores: changing one re-makes the report
 RESCORE_HINT = (f"the finished jobs are kept: fix the cause and re-run the same command to score them "
                 f"({', '.join(EVALUATION_KEYS)} may change without --force-new)")
 PROTOCOL = {  # docs/decisions.md: the decisions every result depends on (sections 1-5)
@@ -102,8 +103,8 @@ def default_run_dir(config: RunConfig) -> Path:
 
 def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[str]:
     """A folder holds one config: a different one is refused, naming the first difference, or (force_new)
-    the old run is moved aside, never deleted. Returns the evaluation keys that changed when only those did:
-    the run is then scored again under the new values."""
+    the old run is moved aside, never deleted. Returns the evaluation and report keys that changed when only
+    those did: the run is then scored again (or only its report re-made) under the new values."""
     path = run_dir / CONFIG_FILE
     if not path.exists():
         return []
@@ -117,9 +118,9 @@ def check_run_folder(run_dir: Path, config: RunConfig, force_new: bool) -> list[
     differing = differing_keys(saved if isinstance(saved, dict) else {}, ours)
     if not differing:
         return []
-    if isinstance(saved, dict) and all(key in EVALUATION_KEYS for key in differing):
+    if isinstance(saved, dict) and all(key in EVALUATION_KEYS + REPORT_KEYS for key in differing):
         return differing
-    differing.sort(key=lambda key: key in EVALUATION_KEYS)  # name a key that blocks the re-run first
+    differing.sort(key=lambda key: key in EVALUATION_KEYS + REPORT_KEYS)  # name a key that blocks the re-run first
     if not force_new:
         key, saved = differing[0], saved if isinstance(saved, dict) else {}
         raise TloraBenchError(f"'{run_dir}' holds a run with {key}={saved.get(key)!r}, not {ours.get(key)!r}"
@@ -181,7 +182,8 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     plan.data_root()
     cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    rescore = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
+    changed = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
+    rescore = [key for key in changed if key in EVALUATION_KEYS]
     check_job_files(jobs, run_dir)
     to_run = pending_jobs(jobs, run_dir, retry_failed)
     check_weights(config, train=bool(to_run), score=bool(to_run) or not _scores_current(run_dir, config))
@@ -190,7 +192,7 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
     if rescore:
         echo(f"scoring '{run_dir}' again with {', '.join(f'{k}={getattr(config, k)!r}' for k in rescore)}")
-    if rescore or not (run_dir / CONFIG_FILE).is_file():  # config.json names the settings the scores used
+    if changed or not (run_dir / CONFIG_FILE).is_file():  # config.json names the settings the scores used
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
     _write_provenance(run_dir, plan, devices[0])
     echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}" + (f", {len(to_run)} to run" if to_run else
@@ -243,22 +245,28 @@ def _scores_current(run_dir: Path, config: RunConfig, inputs: str | None = None)
     saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
     made = [run_dir / LEADERBOARD_FILE, run_dir / REPORT_DIR / REPORT_PAGE, run_dir / REPORT_DIR / REPORT_MARKDOWN]
     return (saved.get("inputs") == (inputs or scoring_inputs(config, run_dir))
+            and all(saved.get(key) == getattr(config, key) for key in REPORT_KEYS)
             and all(path.is_file() for path in made))
 
 
 def _score_unless_current(plan: Plan, run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> None:
-    """Score, unless nothing the scores depend on changed since the last scoring: then read them back."""
+    """Score, unless nothing the scores depend on changed since the last scoring: then read them back (and
+    re-make the report alone when only a report key changed)."""
     inputs = scoring_inputs(plan.config, run_dir)
-    if _scores_current(run_dir, plan.config, inputs):
-        try:
-            result.leaderboard = pd.read_csv(run_dir / LEADERBOARD_FILE)
-            result.report = run_dir / REPORT_DIR / REPORT_PAGE
-            return
-        except (OSError, ValueError):  # unreadable: score again
-            pass
-    _score(plan, run_dir, result, echo)
+    current = _scores_current(run_dir, plan.config, inputs)
+    scored = (read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}).get("inputs") == inputs
+    try:
+        result.leaderboard = pd.read_csv(run_dir / LEADERBOARD_FILE) if scored else None
+    except (OSError, ValueError):  # unreadable: score again
+        result.leaderboard = None
+    if current and result.leaderboard is not None:
+        result.report = run_dir / REPORT_DIR / REPORT_PAGE
+        return
+    if result.leaderboard is None:
+        _score(plan, run_dir, result, echo)
     if result.leaderboard is not None and _report(run_dir, result, echo):
-        atomic_write_text(run_dir / EVALUATION_DIR / SCORED_FILE, json.dumps({"inputs": inputs}) + "\n")
+        marker = {"inputs": inputs, **{key: getattr(plan.config, key) for key in REPORT_KEYS}}
+        atomic_write_text(run_dir / EVALUATION_DIR / SCORED_FILE, json.dumps(marker) + "\n")
 
 
 def _report(run_dir: Path, result: RunResult, echo: Callable[[str], None]) -> bool:
@@ -287,8 +295,13 @@ def _score(plan: Plan, run_dir: Path, result: RunResult, echo: Callable[[str], N
     except TloraBenchError as e:  # e.g. evaluation weights missing offline: jobs stay done, scoring can re-run
         result.evaluation_error = f"{e}; {RESCORE_HINT}"  # the caller reports it (the CLI: on stderr)
         return
+    from tlora_bench.report.pareto import mark_fronts
+    from tlora_bench.report.tables import random_weights_reason
+
     costs = job_costs(run_dir, list(plan.jobs))
-    result.leaderboard = leaderboard(evaluation.per_method, list(plan.jobs), result.outcomes, costs)
+    board = leaderboard(evaluation.per_method, list(plan.jobs), result.outcomes, costs)
+    reason = random_weights_reason(config.model, config.tiny_extractors)
+    result.leaderboard = mark_fronts(board.assign(random_weights=bool(reason), random_weights_reason=reason))
     atomic_write_text(run_dir / LEADERBOARD_FILE, result.leaderboard.to_csv(index=False))
 
 

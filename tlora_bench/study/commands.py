@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tlora_bench.cli_common import ErrorLineGroup, data_dir_option, manifest_option
+
+if TYPE_CHECKING:
+    import pandas as pd  # the CLI imports pandas only when a command runs
 
 
 @click.group(cls=ErrorLineGroup)
@@ -58,13 +62,31 @@ def make_command(images_dir: str, pairs: str, n: int, raters: int, seed: int, ou
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def analyze_command(answers: tuple[str, ...], key_path: str, out: str | None, bootstrap: int, seed: int) -> None:
     """Win rates (Wilson 95%, exact binomial p) per pair and question from raters' ANSWERS CSV files."""
-    from tlora_bench.study.analyze import ANALYSIS_FILE, BT_FILE, PLOT_FILE, analyze
+    # The docstring above is the README's command reference (tlora_bench.cli_docs); agreement and the
+    # degenerate-interval flags are described in docs/study.md.
+    from tlora_bench.study.analyze import AGREEMENT_FILE, ANALYSIS_FILE, BT_FILE, PLOT_FILE, analyze
 
     target = Path(out) if out else Path(key_path).parent
     tables = analyze(answers, key_path, target, bootstrap=bootstrap, seed=seed)
-    table = tables["win_rates"]
-    for row in table.itertuples():
-        click.echo(f"{row.pair:<28} q{row.question} {row.question_name:<21} {row.wins_a:>4}/{row.n:<4} "
-                   f"{row.win_rate_a:6.1%}  [{row.ci_low:.1%}, {row.ci_high:.1%}]  p={row.p_value:.3g}")
-    written = [ANALYSIS_FILE, *([BT_FILE] if "bradley_terry" in tables else []), PLOT_FILE]
+    _echo_tables(tables)
+    written = [ANALYSIS_FILE, AGREEMENT_FILE, *([BT_FILE] if "bradley_terry" in tables else []), PLOT_FILE]
     click.echo(f"wrote {', '.join(str(target / name) for name in written)}")
+
+
+def _echo_tables(tables: dict[str, pd.DataFrame]) -> None:
+    """The win rates, one line each (`*`: a degenerate interval), the agreement over all pairs, and why."""
+    from tlora_bench.study.agreement import describe
+    from tlora_bench.study.analyze import ALL_PAIRS
+
+    for row in tables["win_rates"].itertuples():
+        flag = "*" if row.interval_degenerate else " "
+        click.echo(f"{row.pair:<28} q{row.question} {row.question_name:<21} {row.wins_a:>4}/{row.n:<4} "
+                   f"{row.win_rate_a:6.1%}  [{row.ci_low:.1%}, {row.ci_high:.1%}]{flag} p={row.p_value:.3g}  "
+                   f"{describe(row._asdict())}")
+    for row in tables["agreement"][tables["agreement"]["pair"] == ALL_PAIRS].itertuples():
+        click.echo(f"agreement, all pairs, q{row.question} {row.question_name}: "
+                   f"Krippendorff's {describe(row._asdict())}")
+    notes = {note for name in ("win_rates", "bradley_terry") if name in tables
+             for note in tables[name].loc[tables[name]["interval_degenerate"], "interval_note"]}
+    for note in sorted(notes):
+        click.echo(f"* interval_degenerate: {note}")

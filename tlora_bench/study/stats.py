@@ -1,4 +1,4 @@
-"""Win-rate statistics: Wilson score interval, exact binomial test, Bradley-Terry strengths."""
+"""Win-rate statistics: Wilson score interval, exact binomial test, Bradley-Terry strengths and their ranks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
 # Gamma-prior strength of the MAP Bradley-Terry fit: a method that won every comparison would have an
 # infinite maximum-likelihood strength; this keeps strengths (and bootstrap replicates) finite.
 BT_ALPHA = 1.0
+# Log-strengths closer than this are a tie: far below any difference a study can resolve (a win probability of
+# 0.50000025), far above the fits' convergence error (1e-8), so identical win records always share a rank.
+STRENGTH_TIE_TOL = 1e-6
 
 
 def wilson_interval(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -21,7 +24,10 @@ def wilson_interval(wins: int, n: int, z: float = Z95) -> tuple[float, float]:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n wins the bound is exactly 0 or 1; rounding would leave it 1e-17 off, on the wrong side of the rate.
+    low = 0.0 if wins == 0 else max(0.0, centre - half)
+    high = 1.0 if wins == n else min(1.0, centre + half)
+    return (low, high)
 
 
 def binomial_p(wins: int, n: int) -> float:
@@ -81,3 +87,13 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
     """Per-column percentile bootstrap interval of a (replicates, items) array."""
     tail = (1 - level) / 2 * 100
     return np.percentile(samples, tail, axis=0), np.percentile(samples, 100 - tail, axis=0)
+
+
+def competition_ranks(values: np.ndarray, tol: float = STRENGTH_TIE_TOL) -> np.ndarray:
+    """Rank 1 for the largest value; values within `tol` share a rank and the next one skips ("1, 1, 3").
+
+    A rank is one plus the number of values clearly above, so an argsort's arbitrary order among equal
+    strengths never ranks one of two identical win records above the other.
+    """
+    values = np.asarray(values, dtype=float)
+    return 1 + (values[None, :] > values[:, None] + tol).sum(axis=1)
