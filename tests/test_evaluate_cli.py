@@ -28,7 +28,8 @@ from tlora_bench.metrics.registry import Metric, metric_names, registered_metric
 
 SCORE_COLUMNS = set(metric_names())
 PROVENANCE = {"tlora_bench_version", "torch_version", "open_clip_version", "timm_version", "transformers_version",
-              "device", "dtype", "clip_extractor", "clip_weights", "dino_extractor", "dino_weights", "segmenter",
+              "device", "dtype", "clip_extractor", "clip_weights", "clip_architecture", "clip_preprocess",
+              "dino_extractor", "dino_weights", "dino_architecture", "dino_preprocess", "segmenter",
               "real_set", "ts_headline", "ts_variants", "mask_fill", "tiny_models"}
 
 
@@ -68,6 +69,16 @@ def test_evaluate_writes_every_table_with_provenance_and_reuses_features(project
     assert len(pd.read_csv(out / "per_concept.csv")) == 3 and len(pd.read_csv(out / "per_prompt.csv")) == 7
     summary = json.loads((out / "evaluation.json").read_text())
     assert summary["n_scored"] == 14 and summary["problems"] == []
+    # Which CLIP and which DINO scored the folder, in evaluation.json too (docs/evaluation.md, "Outputs").
+    models = {key: summary["provenance"][key] for key in PROVENANCE if key.startswith(("clip_", "dino_"))}
+    assert models == {"clip_extractor": "clip-vit-b-32", "clip_weights": "tiny-random(seed 0)",
+                      "clip_architecture": "open_clip ViT-B-32, tiny (width 32, depth 2), random (seeded)",
+                      "clip_preprocess": load_extractor("clip-vit-b-32", tiny=True).preprocess_id,
+                      "dino_extractor": "dino-vits16", "dino_weights": "tiny-random(seed 0)",
+                      "dino_architecture": "timm vit_small_patch16_224.dino, tiny (width 32, depth 2), random (seeded)",
+                      "dino_preprocess": "dino:resize256-bicubic,crop224,imagenet-mean-std"}
+    # TS at the CLIPScore scale is the headline TS of the same image, scaled and clipped (docs/evaluation.md)
+    assert (scores["ts_clipscore"] == 100 * scores["ts"].clip(lower=0)).all()
     assert "tiny random extractors" in result.stdout and "scored 14 images of 2 methods and 2 concepts" in result.stdout
     again = _evaluate(manifest, gen, "--bootstrap", "200", "--seed", "3")
     assert again.exit_code == 0 and "image features: 0 computed" in again.stdout
@@ -162,6 +173,9 @@ def test_grounded_sam_runs_from_local_folders(project, tmp_path: Path):
     scores = pd.read_parquet(gen / "evaluation" / "scores.parquet")
     assert set(scores["segmenter"]) == {"grounded-sam"} and set(scores["dino_extractor"]) == {"dinov2-vits14"}
     assert str(detector) in scores["segmenter_identity"].iloc[0]
+    provenance = json.loads((gen / "evaluation" / "evaluation.json").read_text())["provenance"]
+    assert provenance["dino_extractor"] == "dinov2-vits14"  # the DINO variant that ran, and its model
+    assert provenance["dino_architecture"].startswith("timm vit_small_patch14_dinov2.lvd142m, tiny")
 
 
 @pytest.mark.parametrize(("args", "fragments"), [

@@ -65,6 +65,27 @@ def test_a_local_copy_laid_out_like_the_hub_repo_loads_through_the_real_loader(n
     assert loaded.weights.startswith(f"local:{folder.resolve()}")
 
 
+def test_each_extractor_says_what_ran_for_the_provenance(tmp_path: Path):
+    import safetensors.torch
+
+    clip = load_extractor("clip-vit-b-32", tiny=True)
+    assert clip.architecture == "open_clip ViT-B-32, tiny (width 32, depth 2), random (seeded)"
+    assert load_extractor("dinov2-vits14", tiny=True).architecture == \
+        "timm vit_small_patch14_dinov2.lvd142m, tiny (width 32, depth 2), random (seeded)"
+    folder = save_hub_folder(clip, tmp_path / "clip")
+    assert load_extractor("clip-vit-b-32", weights=folder).architecture == \
+        "open_clip ViT-B-32, from a folder laid out like its hub repo (its config gives the sizes)"
+    safetensors.torch.save_file(clip.model.state_dict(), tmp_path / "clip.safetensors")
+    assert load_extractor("clip-vit-b-32", tiny=True, weights=tmp_path / "clip.safetensors").architecture == \
+        "open_clip ViT-B-32, tiny (width 32, depth 2), from a checkpoint file"
+    # Loaded from the hub, the real models say which pretrained weights (no download here: the spec alone).
+    from tlora_bench.metrics.extractors import _architecture
+
+    assert _architecture(EXTRACTORS.get("clip-vit-b-32"), None, False) == \
+        "open_clip ViT-B-32, pretrained openai, from the hub"
+    assert _architecture(EXTRACTORS.get("dino-vits16"), None, False) == "timm vit_small_patch16_224.dino, from the hub"
+
+
 @pytest.mark.parametrize("name", ["clip-vit-b-32", "dino-vits16"])
 def test_a_single_checkpoint_file_loads_too(name, images, tmp_path: Path):
     import safetensors.torch

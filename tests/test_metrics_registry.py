@@ -28,8 +28,8 @@ from tlora_bench.metrics.registry import (
     registered_metric,
 )
 
-BUILTINS = ["is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept", "background_copy", "layout_iou",
-            "layout_shift", "layout_area", "diversity", "drift"]
+BUILTINS = ["is", "is_masked", "dino_is", "dino_is_masked", "ts", "ts_class_kept", "ts_clipscore", "background_copy",
+            "layout_iou", "layout_shift", "layout_area", "diversity", "drift"]
 ROOT = Path(__file__).parent.parent
 
 
@@ -39,11 +39,11 @@ def _file_brightness(path: Path) -> float:
 
 def test_the_builtins_in_order_with_their_aggregation_and_paper_columns() -> None:
     assert metric_names() == BUILTINS
-    assert metric_names("base") == BUILTINS[:4] and metric_names("contextual") == BUILTINS[4:10]
+    assert metric_names("base") == BUILTINS[:4] and metric_names("contextual") == BUILTINS[4:11]
     assert metric_names("all") == ["diversity"] and metric_names("drift") == ["drift"]
-    assert (tuple(BUILTINS[:4]), tuple(BUILTINS[4:10])) == (aggregate.IS_METRICS, aggregate.TS_METRICS)
+    assert (tuple(BUILTINS[:4]), tuple(BUILTINS[4:11])) == (aggregate.IS_METRICS, aggregate.TS_METRICS)
     assert tuple(BUILTINS) == aggregate.METRICS
-    assert [get_metric(name).aggregation for name in BUILTINS] == ["base"] * 4 + ["contextual"] * 6 + ["all", "drift"]
+    assert [get_metric(name).aggregation for name in BUILTINS] == ["base"] * 4 + ["contextual"] * 7 + ["all", "drift"]
     # The paper's IS and DINO-IS were computed on masked images: they sit beside our masked scores.
     assert [(m.paper.column, m.name) for m in paper_metrics()] == [("is", "is_masked"), ("dino_is", "dino_is_masked"),
                                                                   ("ts", "ts")]
@@ -53,6 +53,10 @@ def test_the_builtins_in_order_with_their_aggregation_and_paper_columns() -> Non
     directions = {name: get_metric(name).higher_is_better for name in BUILTINS}
     assert [n for n, up in directions.items() if up is False] == ["background_copy", "layout_iou", "drift"]
     assert directions["layout_area"] is None  # a diagnostic: 1 is the training size, neither way is better
+    # TS at torchmetrics' CLIPScore scale: a companion of TS for comparisons, not a headline or paper column.
+    clipscore = get_metric("ts_clipscore")
+    assert (clipscore.label, clipscore.scale) == ("TS (CLIPScore scale)", "100 * max(cos, 0), 0..100")
+    assert clipscore.higher_is_better and not clipscore.headline and clipscore.paper is None
 
 
 def test_importing_the_registry_and_the_names_loads_no_torch() -> None:
@@ -154,7 +158,7 @@ def test_a_hook_metric_flows_from_evaluate_folder_to_the_report(project) -> None
         result = _evaluate(manifest, gen)
         report = make_report(gen)
     scores = result.scores
-    assert list(scores.columns[11:25]) == [*BUILTINS, "sharp", "bright"]  # after file_sha256, before ts_text
+    assert list(scores.columns[11:26]) == [*BUILTINS, "sharp", "bright"]  # after file_sha256, before ts_text
     assert len(seen) == len(scores) == 14  # every readable image, every prompt
     for _, row in scores.iterrows():
         assert row["sharp"] == row["bright"] == pytest.approx(_file_brightness(gen / row["file"]))

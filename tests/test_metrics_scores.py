@@ -67,3 +67,13 @@ def test_ts_text_variants_drop_or_keep_the_class_never_the_token():
         "class_removed": "on top of a mirror", "class_kept": "stuffed animal on top of a mirror"}
     assert "sks" not in str(ts_texts("a photo of a {0}", "dog"))
 
+
+
+def test_the_clipscore_scale_is_100_times_the_cosine_clipped_at_zero_and_keeps_no_value_empty():
+    from tlora_bench.metrics.scores import clipscore_scale
+
+    cosines = np.array([-0.7, -1e-9, 0.0, 0.25, 1.0, np.nan])
+    assert clipscore_scale(cosines)[:5] == pytest.approx([0.0, 0.0, 0.0, 25.0, 100.0])
+    assert np.isnan(clipscore_scale(cosines)[5]) and np.isnan(clipscore_scale(float("nan")))
+    # one image at a time it is torchmetrics' max(100 * mean cos, 0); over several, the clipping comes first
+    assert clipscore_scale(np.array([-0.2, 0.4])).mean() == pytest.approx(20.0) != max(100 * 0.1, 0)

@@ -41,7 +41,14 @@ from tlora_bench.metrics.features import FeatureBank, ImageRef, read_image
 from tlora_bench.metrics.names import CLIP_EXTRACTOR, DEFAULT_DINO, DEFAULT_SEGMENTER, DINO_EXTRACTORS
 from tlora_bench.metrics.overfitting import GRID, background_copy, diversity, drift, layout_copy
 from tlora_bench.metrics.registry import MetricInput, hook_metrics, metric_names, metrics
-from tlora_bench.metrics.scores import TS_HEADLINE, TS_VARIANTS, per_image_similarity, text_similarity, ts_texts
+from tlora_bench.metrics.scores import (
+    TS_HEADLINE,
+    TS_VARIANTS,
+    clipscore_scale,
+    per_image_similarity,
+    text_similarity,
+    ts_texts,
+)
 from tlora_bench.metrics.segmenters import (
     MASK_FILL_NAME,
     SEGMENTERS,
@@ -233,6 +240,7 @@ class _Scorer:
                 continue  # unreadable: already reported by the feature bank
             ts = {metric: float(text_similarity(texts[variants[record.template][name]], clip_all[i:i + 1])[0])
                   if record.kind == "concept" else float("nan") for metric, name in TS_METRIC_VARIANTS.items()}
+            ts["ts_clipscore"] = float(clipscore_scale(ts["ts"]))  # the same text, image and model as TS
             builtin = {**{metric: float(values[i]) for metric, values in {**similarity, **overfitting}.items()},
                        **ts}
             rows.append({
@@ -303,7 +311,9 @@ class _Scorer:
             **software(), "opencv_version": package_version("opencv-python-headless", "opencv-python"),
             **device_info(self.device), "dtype": self.options.dtype,
             "clip_extractor": self.clip.name, "clip_weights": self.clip.weights,
+            "clip_architecture": self.clip.architecture, "clip_preprocess": self.clip.preprocess_id,
             "dino_extractor": self.dino.name, "dino_weights": self.dino.weights,
+            "dino_architecture": self.dino.architecture, "dino_preprocess": self.dino.preprocess_id,
             "tiny_models": self.options.tiny_models,
             "segmenter": segmenter, "segmenter_identity": self.segmenter.identity,
             "real_masks": "none" if segmenter == "none" else f"provided mask files, else {segmenter}",

@@ -3,13 +3,15 @@
 `clip-vit-b-32` is open_clip ViT-B/32 with OpenAI weights and open_clip's own preprocessing; `dino-vits16`
 (DINO v1, the default) and `dinov2-vits14` are timm ViT-S models whose CLS token is the embedding. Every
 embedding is L2-normalised. Weights come from the Hugging Face hub cache (timm and open_clip's own loaders), or
-from a local copy: a folder laid out like the hub repo, or a single checkpoint file.
+from a local copy: a folder laid out like the hub repo, a single checkpoint file, or (CLIP only) a transformers
+CLIPModel folder, whose weights are moved into the open_clip model (docs/evaluation.md, "Feature extractors").
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -108,7 +110,7 @@ def _square(image: Image.Image) -> Image.Image:
 
 
 # Loggers of the libraries that load extractor weights; their records are dropped while a model loads.
-LIBRARY_LOGGERS = ("open_clip", "timm", "huggingface_hub")
+LIBRARY_LOGGERS = ("open_clip", "timm", "huggingface_hub", "transformers")
 _OPEN_CLIP_PATH = f"{os.sep}open_clip{os.sep}"
 
 
@@ -167,9 +169,10 @@ class Extractor:
     """A loaded model with its preprocessing: PIL images (and, for CLIP, texts) to L2-normalised embeddings."""
 
     def __init__(self, spec: ExtractorSpec, model: torch.nn.Module, preprocess, preprocess_id: str, weights: str,
-                 device: torch.device, dtype: torch.dtype, tokenizer=None) -> None:
+                 device: torch.device, dtype: torch.dtype, tokenizer=None, architecture: str = "") -> None:
         self.spec, self.model, self.preprocess, self.preprocess_id = spec, model, preprocess, preprocess_id
         self.weights, self.device, self.dtype, self.tokenizer = weights, device, dtype, tokenizer
+        self.architecture = architecture or f"{spec.library} {spec.model}"  # for provenance: what ran
 
     @property
     def name(self) -> str:
@@ -221,14 +224,136 @@ def _load_open_clip(spec: ExtractorSpec, weights: str | None, tiny: bool):
                                                                          load_weights=False, **kwargs)
     elif weights is None:
         model, _, preprocess = open_clip.create_model_and_transforms(spec.model, pretrained=spec.pretrained)
+    elif is_hf_clip_folder(weights):  # transformers' layout (config.json, model_type "clip")
+        model, preprocess, context_length = _load_hf_clip(spec, Path(weights))
+        return model, preprocess, _preprocess_id(model), open_clip.get_tokenizer(spec.model,
+                                                                                 context_length=context_length)
     elif Path(weights).is_dir():  # a copy of the hub repo: open_clip_config.json + weights
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{weights}", **kwargs)
     else:  # a bare checkpoint file of this architecture (the OpenAI weights use QuickGELU)
         model, _, preprocess = open_clip.create_model_and_transforms(spec.model, pretrained=str(weights),
                                                                      force_quick_gelu=True, **kwargs)
+    return model, preprocess, _preprocess_id(model), open_clip.get_tokenizer(spec.model)
+
+
+def _preprocess_id(model: torch.nn.Module) -> str:
     cfg = model.visual.preprocess_cfg
-    preprocess_id = "open_clip:" + ",".join(f"{k}={cfg[k]}" for k in sorted(cfg))
-    return model, preprocess, preprocess_id, open_clip.get_tokenizer(spec.model)
+    return "open_clip:" + ",".join(f"{k}={cfg[k]}" for k in sorted(cfg))
+
+
+# A transformers CLIPModel folder (what the hub's openai/clip-vit-base-patch32 holds, and what torchmetrics'
+# CLIPScore loads) runs in open_clip's architecture: the same weights then go through the same open_clip code,
+# preprocessing and tokenizer as open_clip's own copy, so a score does not depend on the format the weights
+# came in (docs/evaluation.md, "Feature extractors").
+HF_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes, as transformers' image processors record them
+_HF_SPECIAL = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}  # open_clip's: transformers'
+_HF_TENSORS = {  # open_clip name: transformers name
+    "logit_scale": "logit_scale",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+}
+_HF_PROJECTIONS = {"text_projection": "text_projection.weight", "visual.proj": "visual_projection.weight"}  # x @ W.T
+_HF_MODULES = {"ln_final": "text_model.final_layer_norm", "visual.ln_pre": "vision_model.pre_layrnorm",
+               "visual.ln_post": "vision_model.post_layernorm"}  # weight and bias
+_HF_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj",
+             "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+
+
+def is_hf_clip_folder(weights: str | Path) -> bool:
+    """Whether `weights` is a folder written by transformers' `CLIPModel.save_pretrained` (config.json of
+    model_type "clip")."""
+    try:
+        return json.loads((Path(weights) / "config.json").read_text()).get("model_type") == "clip"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _load_hf_clip(spec: ExtractorSpec, folder: Path) -> tuple[torch.nn.Module, Any, int]:
+    """The open_clip model holding a transformers CLIP folder's weights, its open_clip preprocessing built from
+    the folder's image processor, and the text context length."""
+    import open_clip
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig.from_pretrained(folder)
+    _check_hf_tokenizer(folder)
+    with _seeded(TINY_SEED):  # the random init is overwritten; the caller's random stream stays untouched
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.model, pretrained=None, load_weights=False, **_hf_model_args(config),
+            **_hf_preprocess_args(folder, config.vision_config.image_size))
+    model.load_state_dict(_open_clip_state(CLIPModel.from_pretrained(folder).state_dict(), config), strict=True)
+    return model, preprocess, config.text_config.max_position_embeddings
+
+
+def _tower_args(tower: Any) -> dict[str, Any]:
+    return {"width": tower.hidden_size, "layers": tower.num_hidden_layers,
+            "mlp_ratio": tower.intermediate_size / tower.hidden_size}
+
+
+def _hf_model_args(config: Any) -> dict[str, Any]:
+    """open_clip's CLIP configuration of the same sizes; refused where open_clip's CLIP computes otherwise."""
+    vision, text = config.vision_config, config.text_config
+    acts, eps = {vision.hidden_act, text.hidden_act}, {vision.layer_norm_eps, text.layer_norm_eps}
+    if len(acts) > 1 or acts - {"quick_gelu", "gelu"} or eps != {1e-5}:
+        raise TloraBenchError(f"its activations {sorted(acts)} and layer-norm eps {sorted(eps)} are not open_clip "
+                              "CLIP's (quick_gelu or gelu in both towers, eps 1e-5)")
+    return {"embed_dim": config.projection_dim, "quick_gelu": acts == {"quick_gelu"},
+            "vision_cfg": {"image_size": vision.image_size, "patch_size": vision.patch_size,
+                           "head_width": vision.hidden_size // vision.num_attention_heads, **_tower_args(vision)},
+            "text_cfg": {"context_length": text.max_position_embeddings, "vocab_size": text.vocab_size,
+                         "heads": text.num_attention_heads, **_tower_args(text)}}
+
+
+def _size(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
+
+def _hf_preprocess_args(folder: Path, image_size: int) -> dict[str, Any]:
+    """open_clip's preprocessing with the folder's statistics and interpolation. open_clip resizes the shorter
+    side to the crop size and crops it: a processor that does anything else is refused, not approximated."""
+    from transformers import CLIPImageProcessor
+
+    p = CLIPImageProcessor.from_pretrained(folder)
+    sizes = {_size(p.size, "shortest_edge"), _size(p.crop_size, "height"), _size(p.crop_size, "width"), image_size}
+    steps = (p.do_resize, p.do_center_crop, p.do_rescale, p.do_normalize, abs(p.rescale_factor - 1 / 255) < 1e-12)
+    if len(sizes) > 1 or not all(steps) or int(p.resample) not in HF_RESAMPLE:
+        raise TloraBenchError(f"its image processor (shortest edge {_size(p.size, 'shortest_edge')}, crop "
+                              f"{_size(p.crop_size, 'height')}x{_size(p.crop_size, 'width')}, resample {p.resample}) "
+                              f"is not open_clip's resize of the shorter side to {image_size} px and centre crop")
+    return {"image_mean": tuple(p.image_mean), "image_std": tuple(p.image_std),
+            "image_interpolation": HF_RESAMPLE[int(p.resample)], "image_resize_mode": "shortest"}
+
+
+def _check_hf_tokenizer(folder: Path) -> None:
+    """open_clip's tokenizer encodes the texts: the folder's own must have its vocabulary, or the text tower
+    would be given token ids it was not trained on."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+
+    ours = {_HF_SPECIAL.get(token, token): i for token, i in SimpleTokenizer().encoder.items()}
+    if CLIPTokenizer.from_pretrained(folder).get_vocab() != ours:
+        raise TloraBenchError("its tokenizer's vocabulary is not CLIP's BPE vocabulary, which open_clip's "
+                              "tokenizer (the one TS uses) encodes")
+
+
+def _open_clip_state(hf: Mapping[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """A transformers CLIPModel state dict under open_clip's names (q, k, v joined into one in_proj)."""
+    out = {ours: hf[theirs] for ours, theirs in _HF_TENSORS.items()}
+    out.update({ours: hf[theirs].T.contiguous() for ours, theirs in _HF_PROJECTIONS.items()})
+    modules = dict(_HF_MODULES)
+    for tower, prefix, layers in (("", "text_model", config.text_config.num_hidden_layers),
+                                  ("visual.", "vision_model", config.vision_config.num_hidden_layers)):
+        for i in range(layers):
+            ours, theirs = f"{tower}transformer.resblocks.{i}.", f"{prefix}.encoder.layers.{i}."
+            modules.update({ours + a: theirs + b for a, b in _HF_BLOCK.items()})
+            for kind in ("weight", "bias"):
+                out[f"{ours}attn.in_proj_{kind}"] = torch.cat([hf[f"{theirs}self_attn.{x}_proj.{kind}"]
+                                                               for x in "qkv"])
+    out.update({f"{ours}.{kind}": hf[f"{theirs}.{kind}"] for ours, theirs in modules.items()
+                for kind in ("weight", "bias")})
+    return out
 
 
 def dino_transform():
@@ -289,4 +414,25 @@ def load_extractor(name: str, *, device: str | torch.device = "cpu", dtype: str 
     if tiny and weights is not None:
         identity = f"tiny:{identity}"
     model = model.to(device=torch_device, dtype=torch_dtype).eval()
-    return Extractor(spec, model, preprocess, preprocess_id, identity, torch_device, torch_dtype, tokenizer)
+    return Extractor(spec, model, preprocess, preprocess_id, identity, torch_device, torch_dtype, tokenizer,
+                     _architecture(spec, weights, tiny))
+
+
+def _architecture(spec: ExtractorSpec, weights: str | None, tiny: bool) -> str:
+    """What ran, in words, for provenance: the library's model, its size, where its weights came from."""
+    name = f"{spec.library} {spec.model}"
+    if spec.library == "pixels":
+        return name
+    if weights is not None and spec.library == "open_clip" and is_hf_clip_folder(weights):
+        return f"{name}, weights moved from a transformers CLIPModel folder (its config gives the sizes)"
+    if weights is not None and Path(weights).is_dir():
+        return f"{name}, from a folder laid out like its hub repo (its config gives the sizes)"
+    if tiny:
+        vision = TINY_CLIP_ARGS["vision_cfg"]
+        width, depth = (vision["width"], vision["layers"]) if spec.library == "open_clip" else \
+            (TINY_VIT_ARGS["embed_dim"], TINY_VIT_ARGS["depth"])
+        name += f", tiny (width {width}, depth {depth})"
+    elif spec.pretrained:
+        name += f", pretrained {spec.pretrained}"
+    source = "random (seeded)" if tiny else "from the hub"
+    return f"{name}, {source if weights is None else 'from a checkpoint file'}"

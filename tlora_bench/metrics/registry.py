@@ -1,7 +1,8 @@
 """The metrics a benchmark reports, in one registry: every list of metric names, labels and columns reads it.
 
 The first six built-ins follow docs/decisions.md section 5 (IS, masked IS, DINO-IS, masked DINO-IS, TS, TS class
-kept); the overfitting ones (background copy, layout copy, diversity, drift) docs/evaluation.md, "Overfitting";
+kept), the seventh is TS at torchmetrics' CLIPScore scale (docs/evaluation.md, "Published protocols, side by
+side"); the overfitting ones (background copy, layout copy, diversity, drift) docs/evaluation.md, "Overfitting";
 aggregation per concept follows section 5.5 and docs/evaluation.md. Adding a metric is one call:
 
     register_metric(Metric("sharpness", "sharpness", scale="variance of the Laplacian, 0..",
@@ -223,6 +224,10 @@ _builtin(Metric("dino_is", "DINO-IS", scale=_COSINE, headline=False))
 _builtin(Metric("dino_is_masked", "DINO-IS (masked)", scale=_COSINE, paper=PaperColumn("dino_is", "DINO-IS")))
 _builtin(Metric("ts", "TS", scale=_COSINE, aggregation="contextual", paper=PaperColumn("ts", "TS")))
 _builtin(Metric("ts_class_kept", "TS (class kept)", scale=_COSINE, aggregation="contextual", headline=False))
+# The headline TS at torchmetrics' CLIPScore scale, for comparing with numbers reported on it (docs/evaluation.md,
+# "Published protocols, side by side").
+_builtin(Metric("ts_clipscore", "TS (CLIPScore scale)", scale="100 * max(cos, 0), 0..100", aggregation="contextual",
+                headline=False))
 # Overfitting itself (docs/evaluation.md, "Overfitting"; tlora_bench/metrics/overfitting.py).
 _builtin(Metric("background_copy", "Background copy", higher_is_better=False, aggregation="contextual",
                 scale="cosine similarity (DINO) of the backgrounds, -1..1"))

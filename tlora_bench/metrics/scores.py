@@ -44,6 +44,15 @@ def text_similarity(text: np.ndarray, images: np.ndarray) -> np.ndarray:
     return cosine_matrix(np.asarray(text)[None, :], images)[0]
 
 
+def clipscore_scale(cosine: np.ndarray | float) -> np.ndarray:
+    """TS at torchmetrics' CLIPScore scale, per image: 100 * max(cos, 0); NaN (no value) stays NaN.
+
+    torchmetrics clips the mean of a batch, max(100 * mean cos, 0): the same number for one image at a time,
+    which is how this one is defined (docs/evaluation.md, "Published protocols, side by side").
+    """
+    return 100.0 * np.maximum(np.asarray(cosine, dtype=np.float64), 0.0)
+
+
 def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
