@@ -194,3 +194,10 @@ def test_random_weight_runs_are_marked_meaningless_everywhere(tmp_path: Path, mo
                  (out / "leaderboard.tex").read_text()):
         assert ("these numbers are meaningless" in text) == marked
         assert "dino-vits16 (facebook)" in text
+
+
+def test_per_image_scores_without_a_pairing_column_are_one_line(folder: Path) -> None:
+    scores = pd.read_csv(folder / "evaluation" / "scores.csv").drop(columns=["seed"])
+    scores.to_csv(folder / "evaluation" / "scores.csv", index=False)
+    with pytest.raises(TloraBenchError, match=r"scores.csv' has no column 'seed'; re-run `tlora-bench evaluate`"):
+        make_report(folder)

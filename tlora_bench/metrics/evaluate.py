@@ -28,6 +28,7 @@ from tlora_bench.layout import (
     EVALUATION_DIR,
     EVALUATION_FILE,
     PER_METHOD_FILE,
+    SCORES_FILE,
     ImageRecord,
     IndexedFolder,
     find_base_images,
@@ -60,7 +61,7 @@ from tlora_bench.provenance import device_info, package_version, software
 
 REAL_SETS = ("all", "train")
 SEGMENTER_WEIGHTS = ("grounding-dino", "sam")
-OUTPUT_FILES = ("scores.parquet", "scores.csv", "per_prompt.csv", "per_concept.csv", PER_METHOD_FILE, EVALUATION_FILE)
+OUTPUT_FILES = ("scores.parquet", SCORES_FILE, "per_prompt.csv", "per_concept.csv", PER_METHOD_FILE, EVALUATION_FILE)
 OVERFITTING_METRICS = ("background_copy", "layout_iou", "layout_shift", "layout_area", "diversity", "drift")
 # The built-in TS metrics and the text variant each scores (docs/decisions.md section 5.4).
 TS_METRIC_VARIANTS = {"ts": TS_HEADLINE, "ts_class_kept": "class_kept"}

@@ -109,8 +109,12 @@ def against_reference(scores: pd.DataFrame, reference: str, n_resamples: int = 1
               .assign(method_label=label, reference=reference) for label in labels]
     if not tables:
         return pd.DataFrame(columns=COLUMNS)
-    table = pd.concat(tables, ignore_index=True)
-    table["p_holm"] = np.nan
+    return holm_by_metric(pd.concat(tables, ignore_index=True))
+
+
+def holm_by_metric(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (compare's rows for several methods) with p_holm: each metric's p values corrected together."""
+    table = table.assign(p_holm=np.nan)
     for _, group in table.groupby("metric", sort=False):
         table.loc[group.index, "p_holm"] = holm(group["p_value"].tolist())
     return table[COLUMNS]

@@ -11,7 +11,6 @@ import math
 import re
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tlora_bench.errors import TloraBenchError, did_you_mean
@@ -86,11 +85,7 @@ def paired_runs(run: RunFolder, other: RunFolder) -> pd.DataFrame:
               for label in dict.fromkeys(ours["method_label"]) if label in set(theirs["method_label"])]
     if not tables:
         return pd.DataFrame(columns=paired.COLUMNS)
-    table = pd.concat(tables, ignore_index=True)
-    table["p_holm"] = np.nan
-    for _, group in table.groupby("metric", sort=False):
-        table.loc[group.index, "p_holm"] = paired.holm(group["p_value"].tolist())
-    return table[paired.COLUMNS]
+    return paired.holm_by_metric(pd.concat(tables, ignore_index=True))
 
 
 def _cell(row: pd.Series) -> str:

@@ -39,6 +39,7 @@ from tlora_bench.layout import (
 )
 from tlora_bench.metrics.registry import metric_names
 
+SCORES_COLUMNS = ("method_label", "concept", "template", "image_index", "seed")  # what pairing matches on
 PER_METHOD_COLUMNS = ("method_label", "method", "rank", "metric", "mean", "ci_low", "ci_high", "n_concepts")
 _NOT_METHODS = {EVALUATION_DIR, REPORT_DIR, JOBS_DIR, BASE_MODEL_DIR}
 COUNT_COLUMNS = frozenset({"rank", "mean", "ci_low", "ci_high", "n_concepts", "n_images", "n_base_images",
@@ -247,7 +248,7 @@ def load_run(root: str | Path) -> RunFolder:
         root=root, images_dir=images_dir, per_method=per_method,
         per_concept=read_csv(evaluation_dir / "per_concept.csv"),
         per_prompt=read_csv(evaluation_dir / "per_prompt.csv"),
-        scores=read_csv(evaluation_dir / SCORES_FILE),
+        scores=read_csv(evaluation_dir / SCORES_FILE, SCORES_COLUMNS),
         config=read_json(root / CONFIG_FILE), provenance=read_json(root / PROVENANCE_FILE),
         evaluation=read_json(evaluation_dir / EVALUATION_FILE), summary=read_json(root / SUMMARY_FILE),
         run_leaderboard=leaderboard, jobs=_read_jobs(root, problems), indexes=_read_indexes(images_dir, problems),
