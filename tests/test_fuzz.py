@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
@@ -74,7 +74,7 @@ def _expect_checked(call) -> None:
     try:
         call()
     except TloraBenchError as e:
-        assert "\n" not in str(e), str(e)
+        assert len(str(e).splitlines()) <= 1, str(e)
 
 
 # ---- TOML ----------------------------------------------------------------------------------------------
@@ -151,6 +151,8 @@ def _check_adapter_file(path: Path) -> None:
 
 @FUZZ
 @given(metadata)
+@example({"format": FORMAT, "config": '{"\\n": null}', "method": "lora"})  # found by this test: a key's line break
+@example({"format": FORMAT, "config": '{"\\u2028": null}', "method": "lora"})
 def test_random_adapter_metadata(meta: dict[str, str]):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "a.safetensors"

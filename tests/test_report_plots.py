@@ -26,6 +26,7 @@ from tlora_bench.report.plots import (
     effective_ranks,
     heat_map,
     is_vs_ts,
+    label_rows,
     loss_curves,
     make_plots,
     method_colors,
@@ -260,3 +261,14 @@ def test_a_board_without_trainable_parameters_gets_no_cost_plot(tmp_path: Path) 
     plots = make_plots(run, board, make_concepts(), tmp_path / "plots", on_problem=lambda message: None)
     assert {"pareto_is_ts", "pareto_dino_ts"} <= set(plots) and "pareto_quality_cost" not in plots
     assert all(path.is_file() and path.with_suffix(".pdf").is_file() for path in plots.values())
+
+
+def test_labels_of_methods_that_scored_the_same_are_stacked_not_drawn_over_each_other() -> None:
+    board = make_board(["a", "b", "c", "d"], ranks=[None] * 4, ts=[0.30, 0.30, 0.20, 0.30],
+                       is_masked=[0.60, 0.60, 0.80, 0.6001])  # a, b and d share one spot
+    assert label_rows(board["ts_mean"].to_numpy(), board["is_masked_mean"].to_numpy()) == [0, 1, 0, 2]
+    figure = pareto_plot(board, FRONTIER["is_ts"])
+    figure.canvas.draw()
+    boxes = {t.get_text(): t.get_window_extent() for t in figure.axes[0].texts}
+    assert not any(boxes[i].overlaps(boxes[j]) for i, j in (("a", "b"), ("b", "d"), ("a", "d")))
+    assert label_rows(np.array([1.0, 1.0]), np.array([2.0, 2.0])) == [0, 1]  # no span: every point at one spot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ def test_dry_run_of_paper_table2_loads_no_model(monkeypatch):
     assert "152,500 training steps" in result.output  # 25 x (800 x 5 + 500 + 1600)
 
 
-def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
+def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path, monkeypatch):
     config = reduced_config(tmp_path)
     first = run(config, tmp_path / "run", progress=False, echo=quiet)
     assert first.complete and len(first.outcomes) == 6
@@ -110,7 +111,12 @@ def test_a_run_writes_its_folder_and_a_rerun_redoes_nothing(tmp_path):
     assert board["random_weights"].all() and "pareto_is_ts" in board  # tiny models: marked meaningless
     assert set(pd.read_csv(run_dir / "report" / "paired.csv")["reference"]) == {"tlora-4"}  # the first T-LoRA
     scored = (run_dir / "evaluation" / "scores.csv").stat().st_mtime_ns
+    run_module = importlib.import_module("tlora_bench.runner.run")  # the package exports run(), the function
+
+    asked = []  # the report alone needs no scoring model: a changed reference must not ask for one
+    monkeypatch.setattr(run_module, "check_weights", lambda config, train, score: asked.append((train, score)))
     other = run(replace(config, reference="lora-4"), run_dir, progress=False, echo=quiet)  # a report-only key
+    assert asked == [(False, False)]
     assert other.complete and (run_dir / "evaluation" / "scores.csv").stat().st_mtime_ns == scored  # not rescored
     assert set(pd.read_csv(run_dir / "report" / "paired.csv")["reference"]) == {"lora-4"}
     assert json.loads((run_dir / "config.json").read_text())["reference"] == "lora-4"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -132,15 +133,23 @@ def test_cli_train_generate_evaluate_on_a_fresh_cache(tmp_path):
                                   "--manifest", str(manifest), "--out", str(out), "--steps", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (out / ADAPTER_FILE).is_file() and "trained 2 steps" in result.output
-    result = runner.invoke(main, ["generate", str(out), "--prompts", "2", "--images-per-prompt", "1",
-                                  "--base-images", "2", "--device", "cpu"])
+    generate_command = ["generate", str(out), "--prompts", "2", "--images-per-prompt", "1", "--base-images", "2",
+                        "--drift-images", "1", "--drift-prompts", "2", "--device", "cpu"]
+    result = runner.invoke(main, generate_command)
     assert result.exit_code == 0, result.output
-    assert "3 images generated" in result.output
+    assert "5 images generated" in result.output  # 3 of the concept's prompts, 2 drift prompts
+    assert "2 images generated" in result.output and "_base_model" in result.output  # the base model's twins
     result = runner.invoke(main, ["evaluate", str(out / "images"), "--manifest", str(manifest), "--tiny-models",
                                   "--bootstrap", "20", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "images" / "evaluation" / "evaluation.json").read_text())
-    assert summary["n_scored"] == 3
+    assert summary["n_scored"] == 5 and "drift" not in summary["unavailable"]
+    per_method = pd.read_csv(out / "images" / "evaluation" / "per_method.csv").set_index("metric")
+    assert 0 <= per_method.loc["drift", "mean"] <= 2  # 1 - cosine, from the base model's twins
+    again = runner.invoke(main, generate_command)
+    assert again.exit_code == 0 and again.output.count("0 images generated") == 2, again.output
+    result = runner.invoke(main, [*generate_command, "--drift-prompts", "11"])
+    assert result.exit_code == 1 and "drift prompts must be from 1 to 10" in result.output
     result = runner.invoke(main, ["generate", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no adapter at" in result.output
 
@@ -148,7 +157,7 @@ def test_cli_train_generate_evaluate_on_a_fresh_cache(tmp_path):
 def test_drift_images_pair_with_the_base_models_by_prompt_and_seed(trained, tmp_path):
     from tlora_bench.layout import find_base_images
     from tlora_bench.prompts import drift_prompts
-    from tlora_bench.sample import generate_base_drift
+    from tlora_bench.sample import LazyBackend, generate_base_drift
 
     backend, adapter = trained["backend"], trained["adapters"]["lora-4"]
     options = SampleOptions(prompts=1, base_images=1, batch_size=2, drift_images=1)
@@ -157,7 +166,8 @@ def test_drift_images_pair_with_the_base_models_by_prompt_and_seed(trained, tmp_
     assert [r.template for r in drift] == list(drift_prompts()) and len(drift_prompts()) == 10
     assert [r.file for r in drift][:2] == ["d00_i00.png", "d01_i00.png"]
     base = generate_base_drift(backend, tmp_path, base_seed=0, options=options, model="tiny")
-    again = generate_base_drift(backend, tmp_path, base_seed=0, options=options, model="tiny")
+    never = LazyBackend(lambda: pytest.fail("a model was loaded with every image already there"))
+    again = generate_base_drift(never, tmp_path, base_seed=0, options=options, model="tiny")
     assert base.n_generated == 10 and again.n_generated == 0  # made once, then found
     pairs = find_base_images(tmp_path)
     assert set(pairs) == {(r.template, r.seed) for r in drift}  # every adapted image has its base twin

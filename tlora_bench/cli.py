@@ -570,16 +570,21 @@ def train_cmd(out_dir: str, options: tuple[str, ...], device: str, r_min: int | 
 @click.option("--base-images", type=int, default=IMAGES_PER_BASE_PROMPT, show_default=True,
               help="Images of the base prompt.")
 @click.option("--base-seed", type=int, default=None, help="Base seed of the seed rule (default: the training seed).")
+@click.option("--drift-images", type=int, default=0, show_default=True,
+              help="Images of each drift prompt (prompts/drift.txt) by the adapted model and, in OUT/_base_model/, "
+                   "by the base model, for `evaluate`'s drift score (`run` makes 1); 0: none.")
+@click.option("--drift-prompts", type=int, default=None, help="Only the first N drift prompts (default: all ten).")
 @click.option("--out", "images_root", type=click.Path(file_okay=False), default=None,
               help="Root of the images layout (default: DIR/images); images go to OUT/<method>/<concept>/.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts: int | None, batch_size: int,
-                 images_per_prompt: int, base_images: int, base_seed: int | None) -> None:
+                 images_per_prompt: int, base_images: int, base_seed: int | None, drift_images: int,
+                 drift_prompts: int | None) -> None:
     """Generate every prompt's images for the adapter in DIR (a `train --out` folder or an adapter file)."""
     from pathlib import Path
 
     from tlora_bench.layout import ADAPTER_FILE, IMAGES_DIR
-    from tlora_bench.sample import generate
+    from tlora_bench.sample import adapter_backend, generate, generate_base_drift, read_adapter_info
     from tlora_bench.specs import SampleOptions
 
     path = Path(adapter_dir)
@@ -588,11 +593,18 @@ def generate_cmd(adapter_dir: str, images_root: str | None, device: str, prompts
         raise TloraBenchError(f"no adapter at '{adapter}'; pass a folder written by `tlora-bench train` "
                               "(it finishes with adapter.safetensors) or the adapter file")
     options = SampleOptions(prompts=prompts, images_per_prompt=images_per_prompt, base_images=base_images,
-                            batch_size=batch_size, base_seed=base_seed)
+                            batch_size=batch_size, base_seed=base_seed, drift_images=drift_images,
+                            drift_prompts=drift_prompts)
     root = Path(images_root) if images_root else adapter.parent / IMAGES_DIR
-    result = generate(adapter, root, options=options, device=device)
-    click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
-               f"in {result.seconds:.1f}s: {result.folder}")
+    backend = adapter_backend(adapter, device)  # one load for the adapted and the base model's images
+    results = [generate(adapter, root, options=options, backend=backend)]
+    if drift_images:
+        spec = read_adapter_info(adapter).spec
+        results.append(generate_base_drift(backend, root, options=options, model=spec.model,
+                                           base_seed=spec.seed if base_seed is None else base_seed))
+    for result in results:
+        click.echo(f"{result.n_generated} images generated, {result.n_kept} kept from an earlier run, "
+                   f"in {result.seconds:.1f}s: {result.folder}")
     click.echo(f"score them: {evaluate_command(adapter, root)}")
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# Every character str.splitlines() breaks at, written as its escape.
+_LINE_BREAKS = str.maketrans({c: c.encode("unicode_escape").decode() for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
 
 class TloraBenchError(Exception):
     """A problem the user can fix. Its message is one line that names the thing and the fix.
 
     The CLI prints it without a traceback and exits non-zero; anything else is a bug and keeps its traceback.
+    A line break in a message (a name from a file or the user's input) is written as its escape (\\n), so the
+    message stays one line.
     """
+
+    def __init__(self, message: str = "", *args: object):
+        super().__init__(str(message).translate(_LINE_BREAKS), *args)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -31,6 +31,23 @@ from tlora_bench.prompts import PromptItem, drift_items, prompt_items
 from tlora_bench.specs import SampleOptions, TrainSpec
 
 
+class LazyBackend:
+    """A model backend loaded on first use, once. `generate` and `generate_base_drift` share one, and neither loads
+    a model when all its images are already there."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load, self._backend = load, None
+
+    def get(self):
+        if self._backend is None:
+            self._backend = self._load()
+        return self._backend
+
+
+def _loaded(backend):
+    return backend.get() if isinstance(backend, LazyBackend) else backend
+
+
 @dataclass
 class SampleResult:
     folder: Path
@@ -146,7 +163,7 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     """Generate the adapter's images into images_root/<label>/<concept>/ and write its images.jsonl.
 
     `label` names the method folder (default: the adapter's label, e.g. "tlora-64"); `backend`: an
-    already loaded backend of the adapter's model, left as it was found.
+    already loaded backend of the adapter's model (or a LazyBackend of it), left as it was found.
     """
     from tlora_bench.models import is_tiny
     from tlora_bench.threads import adapt_cpu_threads
@@ -167,7 +184,7 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     todo = [item for item in items if names[item] not in done]
     kept = len(done)
     if todo:
-        backend = backend or _load_backend(info, device)
+        backend = _loaded(backend) or _load_backend(info, device)
         with adapter_loaded(backend, info):
             ensure_writable(folder)
             (folder / INDEX_FILE).unlink(missing_ok=True)  # an index names finished folders only
@@ -181,7 +198,8 @@ def generate_base_drift(backend, images_root: str | Path, *, base_seed: int, opt
     """The base model's images of the drift prompts (no adapter) into images_root/_base_model/seed-<s>/, made once
     per run and shared by every method: finished images are kept, so the jobs after the first find them all.
 
-    `backend` must have no adapter attached (a job's is detached when its sampling ends). The batches are the
+    `backend` (or a LazyBackend, loaded only when an image is missing) must have no adapter attached (a job's is
+    detached when its sampling ends). The batches are the
     adapted models' (same batch size and order), so an image pair differs by the adapter only. Workers that
     get here at once take turns on a lock file: each image is generated once.
     """
@@ -196,11 +214,17 @@ def generate_base_drift(backend, images_root: str | Path, *, base_seed: int, opt
         if missing:
             (folder / INDEX_FILE).unlink(missing_ok=True)
             with safe_points():
-                _sample_batches(backend, items, folder, done, options, missing, None, None,
+                _sample_batches(_loaded(backend), items, folder, done, options, missing, None, None,
                                 lambda item: _png_text(None, item, model))
         if missing or not (folder / INDEX_FILE).is_file():
             _write_index(folder, None, items, done)
     return SampleResult(folder, len(items), len(missing), len(items) - len(missing), time.perf_counter() - started)
+
+
+def adapter_backend(adapter_path: str | Path, device: str = "auto") -> LazyBackend:
+    """The adapter's base model (never the adapter), loaded when first needed."""
+    info = read_adapter_info(adapter_path)
+    return LazyBackend(lambda: _load_backend(info, device))
 
 
 def _load_backend(info: AdapterInfo, device: str):

@@ -68,7 +68,7 @@ class AdapterConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in fields:
-                raise TloraBenchError(f"unknown {cls.__name__} key '{key}'{did_you_mean(key, fields)}")
+                raise TloraBenchError(f"unknown {cls.__name__} key {key!r}{did_you_mean(key, fields)}")
         hints = typing.get_type_hints(cls)
         values = {key: _typed_value(key, value, hints[key]) for key, value in data.items()}
         return cls(**values)

@@ -182,7 +182,7 @@ def read_adapter_config(path: str | os.PathLike) -> AdapterConfig:
     hints = typing.get_type_hints(spec.config_cls)
     for key, value in data.items():
         if key in hints and not fits_type(value, hints[key]):
-            raise TloraBenchError(f"{where}: config key '{key}' must be {describe_type(hints[key])}, "
+            raise TloraBenchError(f"{where}: config key {key!r} must be {describe_type(hints[key])}, "
                                   f"got {type(value).__name__} {_short(value)}")
     try:
         config = spec.config_cls.from_dict(data)

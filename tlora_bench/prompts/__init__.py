@@ -88,9 +88,12 @@ def drift_items(base_seed: int, images: int, prompts: int | None = None) -> list
     if not 0 <= images <= MAX_IMAGES_PER_PROMPT:
         raise TloraBenchError(f"drift images per prompt must be from 0 to {MAX_IMAGES_PER_PROMPT:,}, got {images}")
     check_seed(base_seed, "the base seed")
+    bundled = drift_prompts()
+    if prompts is not None and not 1 <= prompts <= len(bundled):
+        raise TloraBenchError(f"drift prompts must be from 1 to {len(bundled)} (prompts/drift.txt), got {prompts}")
     return [PromptItem(template=p, prompt=p, image_index=i, seed=seed_for(p, i, base_seed), is_base=False,
                        kind="drift")
-            for p in drift_prompts()[:prompts] for i in range(images)]
+            for p in bundled[:prompts] for i in range(images)]
 
 
 def base_template() -> str:

@@ -399,12 +399,26 @@ def _frontier_points(board: pd.DataFrame, frontier: Frontier) -> tuple[np.ndarra
     return (x, y) if (np.isfinite(x) & np.isfinite(y)).any() else None
 
 
+def label_rows(x: np.ndarray, y: np.ndarray, tolerance: float = 0.01) -> list[int]:
+    """Each point's line in the stack of labels at its spot: 0 for the first point there, 1 for the next that lies
+    within `tolerance` of the data's span of it on both axes (methods that scored the same), and so on."""
+    def scaled(values: np.ndarray) -> np.ndarray:
+        finite = values[np.isfinite(values)]
+        span = float(np.ptp(finite)) if finite.size else 0.0
+        return values / span if span > 0 else np.zeros_like(values)
+
+    sx, sy = scaled(np.asarray(x, float)), scaled(np.asarray(y, float))
+    return [sum(abs(sx[j] - sx[i]) <= tolerance and abs(sy[j] - sy[i]) <= tolerance for j in range(i))
+            for i in range(len(sx))]
+
+
 def _draw_point(axes: Axes, x: float, y: float, errors: tuple[np.ndarray | None, np.ndarray | None], label: str,
-                color: str, member: bool) -> None:
-    """One method: filled when on the frontier, hollow when not, its label beside it."""
+                color: str, member: bool, row: int) -> None:
+    """One method: filled when on the frontier, hollow when not, its label beside it (`row` lines down when
+    others' labels share its spot)."""
     axes.errorbar([x], [y], xerr=errors[0], yerr=errors[1], fmt="o", color=color, markeredgecolor=color,
                   markerfacecolor=color if member else "none", markersize=7, capsize=3, label=label, zorder=3)
-    axes.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
+    axes.annotate(label, (x, y), xytext=(5, 4 - 9 * row), textcoords="offset points", fontsize=7, color=color)
 
 
 def pareto_plot(board: pd.DataFrame, frontier: Frontier, order: Sequence[str] | None = None) -> Figure | None:
@@ -420,9 +434,10 @@ def pareto_plot(board: pd.DataFrame, frontier: Frontier, order: Sequence[str] | 
     xerr, yerr = _interval(board, frontier.x), _interval(board, frontier.y)
     figure = Figure(figsize=(6.5, 5))
     axes = figure.add_subplot()
-    for i in np.flatnonzero(np.isfinite(x) & np.isfinite(y)):
+    shown = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    for i, row in zip(shown, label_rows(x[shown], y[shown]), strict=True):
         errors = (None if xerr is None else xerr[:, [i]], None if yerr is None else yerr[:, [i]])
-        _draw_point(axes, x[i], y[i], errors, labels[i], colors[labels[i]], bool(members[i]))
+        _draw_point(axes, x[i], y[i], errors, labels[i], colors[labels[i]], bool(members[i]), row)
     line_x, line_y = staircase(x[members], y[members], frontier.x_higher, frontier.y_higher)
     (line,) = axes.plot(line_x, line_y, color=NEUTRAL, linestyle="--", linewidth=1, zorder=1,
                         label="Pareto frontier (filled: on it)")

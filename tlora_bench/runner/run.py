@@ -186,7 +186,7 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     rescore = [key for key in changed if key in EVALUATION_KEYS]
     check_job_files(jobs, run_dir)
     to_run = pending_jobs(jobs, run_dir, retry_failed)
-    check_weights(config, train=bool(to_run), score=bool(to_run) or not _scores_current(run_dir, config))
+    check_weights(config, train=bool(to_run), score=bool(to_run) or not _scored(run_dir, config))
     ensure_writable(run_dir)
     lock_run_folder(run_dir)  # held until run() returns: a second run on this folder is refused
     remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
@@ -239,13 +239,19 @@ def scoring_inputs(config: RunConfig, run_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _scores_current(run_dir: Path, config: RunConfig, inputs: str | None = None) -> bool:
-    """Whether the scores, leaderboard and report were made from exactly what the folder holds now (`inputs`:
-    its scoring_inputs, when the caller has them already)."""
+def _scored(run_dir: Path, config: RunConfig, inputs: str | None = None) -> bool:
+    """Whether the scores and the leaderboard were made from exactly what the folder holds now (`inputs`: its
+    scoring_inputs, when the caller has them already)."""
     saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
-    made = [run_dir / LEADERBOARD_FILE, run_dir / REPORT_DIR / REPORT_PAGE, run_dir / REPORT_DIR / REPORT_MARKDOWN]
     return (saved.get("inputs") == (inputs or scoring_inputs(config, run_dir))
-            and all(saved.get(key) == getattr(config, key) for key in REPORT_KEYS)
+            and (run_dir / LEADERBOARD_FILE).is_file())
+
+
+def _scores_current(run_dir: Path, config: RunConfig, inputs: str | None = None) -> bool:
+    """Whether the report is current too: made, with the report keys the config has now."""
+    saved = read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}
+    made = [run_dir / REPORT_DIR / REPORT_PAGE, run_dir / REPORT_DIR / REPORT_MARKDOWN]
+    return (_scored(run_dir, config, inputs) and all(saved.get(key) == getattr(config, key) for key in REPORT_KEYS)
             and all(path.is_file() for path in made))
 
 

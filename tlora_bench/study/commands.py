@@ -61,9 +61,9 @@ def make_command(images_dir: str, pairs: str, n: int, raters: int, seed: int, ou
               help="Bootstrap replicates (trials resampled) for Bradley-Terry intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def analyze_command(answers: tuple[str, ...], key_path: str, out: str | None, bootstrap: int, seed: int) -> None:
-    """Win rates (Wilson 95%, exact binomial p) per pair and question from raters' ANSWERS CSV files."""
-    # The docstring above is the README's command reference (tlora_bench.cli_docs); agreement and the
-    # degenerate-interval flags are described in docs/study.md.
+    """Win rates (Wilson 95%, exact binomial p) per pair and question from raters' ANSWERS CSV files, the raters'
+    agreement (Krippendorff's alpha, Fleiss' kappa) and Bradley-Terry strengths with tied ranks."""
+    # The docstring above is the README's command reference (tlora_bench.cli_docs); docs/study.md says more.
     from tlora_bench.study.analyze import AGREEMENT_FILE, ANALYSIS_FILE, BT_FILE, PLOT_FILE, analyze
 
     target = Path(out) if out else Path(key_path).parent
