@@ -259,13 +259,11 @@ def _score_unless_current(plan: Plan, run_dir: Path, result: RunResult, echo: Ca
     """Score, unless nothing the scores depend on changed since the last scoring: then read them back (and
     re-make the report alone when only a report key changed)."""
     inputs = scoring_inputs(plan.config, run_dir)
-    current = _scores_current(run_dir, plan.config, inputs)
-    scored = (read_marker(run_dir / EVALUATION_DIR / SCORED_FILE) or {}).get("inputs") == inputs
     try:
-        result.leaderboard = pd.read_csv(run_dir / LEADERBOARD_FILE) if scored else None
+        result.leaderboard = pd.read_csv(run_dir / LEADERBOARD_FILE) if _scored(run_dir, plan.config, inputs) else None
     except (OSError, ValueError):  # unreadable: score again
         result.leaderboard = None
-    if current and result.leaderboard is not None:
+    if result.leaderboard is not None and _scores_current(run_dir, plan.config, inputs):
         result.report = run_dir / REPORT_DIR / REPORT_PAGE
         return
     if result.leaderboard is None:
