@@ -226,37 +226,67 @@ def config_cmd(preset: str | None, assignments: tuple[str, ...], **flags) -> Non
 # ---- run ------------------------------------------------------------------------------------------------
 
 
+SLURM_FLAGS = ("partition", "gpus_per_job", "cpus_per_job", "mem", "time", "account", "qos", "max_concurrent",
+               "slurm_options")
+
+
 @main.command("run")
 @run_config_options
 @click.option("--out", "run_dir", type=click.Path(file_okay=False), default=None,
               help="The run folder (default: <output_dir>/<name>, e.g. results/smoke). Re-running resumes it.")
 @click.option("--dry-run", is_flag=True, help="Print the jobs, steps, images and a device-hour estimate; run nothing.")
-@click.option("--executor", default="local", show_default=True,
-              help=f"One of {', '.join(EXECUTORS)} (ray: pip install 'tlora-bench[ray]').")
+@click.option("--executor", default=None,
+              help=f"One of {', '.join(EXECUTORS)} (default: the preset's [executor] name, else local; ray: pip "
+                   "install 'tlora-bench[ray]'; slurm: pip install 'tlora-bench[slurm]').")
 @click.option("--devices", default=None, help="local: GPUs to use, one worker each, e.g. 0,1,2,3 (default: one).")
 @click.option("--address", default=None, help="ray: the cluster, auto or HOST:PORT (default: a local Ray instance).")
+@click.option("--partition", default=None, help="slurm: the partition (default: the cluster's default one).")
+@click.option("--gpus-per-job", type=int, default=None, help="slurm: GPUs per job (default: 1; 0 runs on CPUs).")
+@click.option("--cpus-per-job", type=int, default=None, help="slurm: CPUs per job (default: Slurm's).")
+@click.option("--mem", default=None, help="slurm: memory per job, e.g. 64G (default: Slurm's).")
+@click.option("--time", default=None, help="slurm: time limit per job, e.g. 4:00:00 (default: the partition's; "
+                                           "a job near its limit is requeued and resumes).")
+@click.option("--account", default=None, help="slurm: the account to charge.")
+@click.option("--qos", default=None, help="slurm: the quality of service.")
+@click.option("--max-concurrent", type=int, default=None, help="slurm: at most this many jobs at once (the "
+                                                               "array's %N).")
+@click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE",
+              help="slurm: any other sbatch option, e.g. constraint=a100 (repeatable).")
+@click.option("--detach", is_flag=True, help="slurm: submit and return; a later run or `tlora-bench status` "
+                                             "picks the run up.")
 @click.option("--force-new", is_flag=True, help="Start anew in a folder that holds a run of another config "
                                                 "(the old run is moved aside, not deleted).")
 @click.option("--retry-failed", is_flag=True, help="Run the jobs that failed before again.")
-def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | None, dry_run: bool, executor: str,
-            devices: str | None, address: str | None, force_new: bool, retry_failed: bool, **flags) -> None:
+def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | None, dry_run: bool,
+            executor: str | None, devices: str | None, address: str | None, detach: bool, force_new: bool,
+            retry_failed: bool, **flags) -> None:
     """Train, sample and score every job of a preset or of the flags; resumes after any crash."""
     from pathlib import Path
 
+    from tlora_bench.config import preset_executor
     from tlora_bench.errors import EXIT_INCOMPLETE
     from tlora_bench.layout import REPORT_MARKDOWN
     from tlora_bench.runner import format_outcomes, format_plan, run
     from tlora_bench.runner.executors import parse_devices
     from tlora_bench.runner.run import default_run_dir
+    from tlora_bench.runner.slurm import parse_slurm_option, resolve_executor
 
-    gpus = tuple(parse_devices(devices))  # first: a --dry-run checks it too
+    slurm = {key: flags.pop(key) for key in SLURM_FLAGS}
+    slurm["slurm_options"] = dict(parse_slurm_option(item) for item in slurm["slurm_options"])
+    name, where = resolve_executor(preset_executor(preset), {"name": executor, "devices": devices,
+                                                              "address": address, **slurm})
+    gpus = tuple(parse_devices(where.get("devices")))  # first: a --dry-run checks it too
     plan = build_plan(preset, assignments, run_dir, **flags)
     folder = Path(run_dir) if run_dir else default_run_dir(plan.config)
     if dry_run:
         click.echo(format_plan(plan, folder))
         return
-    result = run(plan, folder, executor=executor, devices=gpus, address=address,
-                 force_new=force_new, retry_failed=retry_failed, echo=click.echo)
+    result = run(plan, folder, executor=name, devices=gpus, address=where.get("address"), slurm=where.get("slurm"),
+                 detach=detach, force_new=force_new, retry_failed=retry_failed, echo=click.echo)
+    if result.detached:
+        click.echo(f"the jobs run on Slurm; watch them with `tlora-bench status {folder}`, and re-run the same "
+                   "command to wait for them and score")
+        return
     click.echo(format_outcomes(result))
     if result.evaluation_error is not None:  # the jobs stand; the output above says what was done
         click.echo(f"error: scoring failed: {result.evaluation_error}", err=True)
@@ -264,6 +294,34 @@ def run_cmd(preset: str | None, assignments: tuple[str, ...], run_dir: str | Non
         click.echo(result.report.with_name(REPORT_MARKDOWN).read_text())
     if not result.complete:
         sys.exit(EXIT_INCOMPLETE)
+
+
+@main.command("status")
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path())
+@click.option("--watch", is_flag=True, help="Refresh until no job runs or waits (Ctrl-C stops watching).")
+@click.option("--interval", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="--watch: seconds between refreshes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and every job's state as JSON.")
+def status_cmd(run_dir: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Where a run's jobs stand: done, failed, running, pending, lost, per variant; device time, throughput
+    and time left; the failed jobs' errors; Slurm and Ray job ids. Reads the folder only (a run may be going)."""
+    import time
+    from pathlib import Path
+
+    from tlora_bench.runner.status import format_status, job_statuses, run_jobs, summary
+
+    folder = Path(run_dir)
+    jobs = run_jobs(folder)
+    while True:
+        statuses = job_statuses(folder, jobs)
+        if watch and sys.stdout.isatty():
+            click.clear()
+        click.echo(json.dumps(summary(folder, statuses), indent=2) if as_json else format_status(folder, statuses))
+        if not watch or not any(s.state in ("running", "pending") for s in statuses):
+            return
+        time.sleep(interval)
+        if not as_json and not sys.stdout.isatty():
+            click.echo("")
 
 
 @main.command("presets")

@@ -286,6 +286,9 @@ def coerce(key: str, value: Any) -> Any:
     raise AssertionError(f"no coercion for field {key}: {kind}")  # a new field type needs a branch here
 
 
+EXECUTOR_TABLE = "executor"
+
+
 def preset_names() -> list[str]:
     return bundled_names("presets", ".toml")
 
@@ -304,10 +307,20 @@ def read_preset(preset: str) -> dict[str, Any]:
         return read_toml(path)
 
 
+def preset_executor(preset: str | None) -> dict[str, Any]:
+    """A preset's [executor] table (where its jobs run: name = "slurm", partition, gpus_per_job, ...): not part
+    of the run's configuration, so the same run may move between executors."""
+    table = read_preset(preset).get(EXECUTOR_TABLE, {}) if preset else {}
+    if not isinstance(table, dict):
+        raise TloraBenchError(f"preset '{preset}': [executor] must be a table, e.g. [executor] name = \"slurm\"")
+    return table
+
+
 def load_config(preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Preset values, then overrides (CLI flags); None-valued overrides mean "not given"."""
     values: dict[str, Any] = {}
-    for source, where in ((read_preset(preset) if preset else {}), f" (in preset '{preset}')"), (overrides or {}, ""):
+    preset_values = {k: v for k, v in (read_preset(preset) if preset else {}).items() if k != EXECUTOR_TABLE}
+    for source, where in (preset_values, f" (in preset '{preset}')"), (overrides or {}, ""):
         for key, value in source.items():
             if value is None:
                 continue

@@ -30,7 +30,7 @@ _BACKENDS: dict[tuple, Any] = {}  # one loaded model per worker process, reused 
 @dataclass(frozen=True)
 class JobOutcome:
     job_id: str
-    status: str  # "done", "failed"
+    status: str  # "done", "failed", or "lost" (a scheduler ended it unfinished: the next run resumes it)
     seconds: float
     error: str | None = None
     skipped: bool = False  # finished (or failed) before this run started
@@ -93,14 +93,14 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
     from tlora_bench.train import train
 
     run_dir = Path(run_dir)
+    earlier = earlier_outcome(job, run_dir, retry_failed)
+    if earlier is not None:
+        return earlier
     folder = run_dir / job.folder
     done, failed = read_marker(folder / DONE_FILE), folder / FAILED_FILE
     note = None
     if done is not None:
         changed = changed_files(run_dir, done)
-        source_changed = job.imported is not None and _source_digest(job) != done.get("source_sha256")
-        if not changed and not source_changed:
-            return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
         note = distrust(changed, folder / TRAIN_DIR / ADAPTER_FILE) if changed else \
             "its imported adapter file changed since it was scored; importing and sampling it again"
         _say(f"{job.id}: {note}")
@@ -108,10 +108,7 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
             (folder / DONE_FILE).unlink()
         except OSError as e:
             raise write_error(folder / DONE_FILE, e) from None
-    if failed.is_file():
-        if not retry_failed:
-            marker = read_marker(failed) or {}
-            return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
+    if failed.is_file():  # to be retried (earlier_outcome returned it otherwise)
         failed.unlink()
     started = time.perf_counter()
     reset_peak_memory()
@@ -150,6 +147,22 @@ def run_job(job: Job, run_dir: str | Path, device: str = "auto", retry_failed: b
               FILES_KEY: record_files(run_dir, trained.adapter_path, sampled.folder)}  # checked on resume
     atomic_write_text(folder / DONE_FILE, json.dumps(marker, indent=2) + "\n")  # last: the job is finished
     return JobOutcome(job.id, "done", seconds, note=note)
+
+
+def earlier_outcome(job: Job, run_dir: Path, retry_failed: bool = False) -> JobOutcome | None:
+    """The outcome of a job finished before this run (done, with every file it vouches for unchanged, or failed
+    and not to be retried), or None: the job is to run. Reads only."""
+    folder = run_dir / job.folder
+    done = read_marker(folder / DONE_FILE)
+    if done is not None:
+        source_changed = job.imported is not None and _source_digest(job) != done.get("source_sha256")
+        if not changed_files(run_dir, done) and not source_changed:
+            return JobOutcome(job.id, "done", done.get("seconds", 0.0), skipped=True)
+        return None
+    if (folder / FAILED_FILE).is_file() and not retry_failed:
+        marker = read_marker(folder / FAILED_FILE) or {}
+        return JobOutcome(job.id, "failed", 0.0, marker.get("error", "failed"), skipped=True)
+    return None
 
 
 @dataclass(frozen=True)

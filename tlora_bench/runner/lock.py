@@ -52,6 +52,25 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def run_folder_busy(run_dir: Path) -> bool:
+    """Whether a process holds `run_dir`'s lock now (a shared lock is tried and dropped at once: it never
+    blocks, and takes nothing from a run)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: never run
+    try:
+        if fcntl is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)  # releases the shared lock, if taken
+
+
 def _holder(fd: int) -> str:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return f"pid {text}" if text.isdigit() else "pid unknown"

@@ -49,16 +49,17 @@ from tlora_bench.layout import (
     SUMMARY_FILE,
 )
 from tlora_bench.planner import Job, Plan, job_images, make_plan
-from tlora_bench.runner.integrity import changed_files
 from tlora_bench.runner.jobs import (
     DONE_FILE,
     FAILED_FILE,
     IMAGES_DIR,
     JobOutcome,
     check_job_files,
+    earlier_outcome,
     read_marker,
 )
 from tlora_bench.runner.lock import holds_run_locks, lock_run_folder, run_folder_lock
+from tlora_bench.runner.slurm import SlurmOptions
 from tlora_bench.threads import cpu_threads
 
 # Config keys that only choose how images are scored: no job's content hash holds them, so a run folder may be
@@ -91,10 +92,11 @@ class RunResult:
     evaluation_error: str | None = None
     failures: list[JobOutcome] = field(default_factory=list)
     report: Path | None = None
+    detached: bool = False  # submitted to Slurm, not waited for: nothing scored yet
 
     @property
     def complete(self) -> bool:
-        return not self.failures and self.evaluation_error is None
+        return not self.failures and self.evaluation_error is None and not self.detached
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -168,19 +170,26 @@ def check_weights(config: RunConfig, train: bool, score: bool) -> None:
 
 @holds_run_locks
 def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor: str = "local",
-        devices: tuple[str, ...] = ("auto",), address: str | None = None, force_new: bool = False,
-        retry_failed: bool = False, progress: bool = True, echo: Callable[[str], None] = print) -> RunResult:
+        devices: tuple[str, ...] = ("auto",), address: str | None = None, slurm: SlurmOptions | None = None,
+        detach: bool = False, force_new: bool = False, retry_failed: bool = False, progress: bool = True,
+        echo: Callable[[str], None] = print) -> RunResult:
     """Run every job of `config` (or of its plan, when the caller made it) into run_dir (default:
-    <output_dir>/<name>), then score and summarise."""
+    <output_dir>/<name>), then score and summarise; `detach` (slurm) submits the jobs and returns."""
     from tlora_bench.runner.executors import EXECUTORS, execute
-    from tlora_bench.runner.progress import Progress
+    from tlora_bench.runner.progress import Progress, count_images
+    from tlora_bench.runner.slurm import check_slurm
 
     if executor not in EXECUTORS:
         raise unknown_name_error("executor", executor, EXECUTORS)
+    if detach and executor != "slurm":
+        raise TloraBenchError(f"--detach is for --executor slurm (the jobs then run on without this process), not "
+                              f"{executor}")
     plan = config if isinstance(config, Plan) else make_plan(config)  # every name and value checked first
     config, jobs = plan.config, list(plan.jobs)
     plan.data_root()
     cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
+    if executor == "slurm":  # submitit, the cluster, the partition and its limits, before anything is written
+        check_slurm(slurm or SlurmOptions())
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     changed = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
     rescore = [key for key in changed if key in EVALUATION_KEYS]
@@ -197,12 +206,19 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     _write_provenance(run_dir, plan, devices[0])
     echo(f"run '{config.name}': {len(jobs)} jobs in {run_dir}" + (f", {len(to_run)} to run" if to_run else
                                                                    ", all finished before"))
-    watch = Progress(len(jobs), echo, enabled=progress)
-    outcomes = execute(jobs, run_dir, executor=executor, devices=devices, address=address,
-                       retry_failed=retry_failed, progress=progress and executor == "local" and len(devices) == 1
-                       and watch.terminal, on_outcome=watch)
+    in_process = executor == "local" and len(devices) == 1  # the sampler's own bar shows its images
+    by_id = {concept.id: concept for concept in plan.concepts}
+    watch = Progress(len(jobs), echo, enabled=progress,
+                     images=0 if in_process else sum(job_images(job, by_id[job.concept]) for job in jobs))
+    outcomes = execute(jobs, run_dir, executor=executor, devices=devices, address=address, slurm=slurm,
+                       detach=detach, name=config.name, retry_failed=retry_failed, echo=echo,
+                       progress=progress and in_process and watch.terminal, on_outcome=watch,
+                       on_tick=lambda: watch.images(count_images(run_dir)) if watch.shows_images else None)
     watch.close()
-    result = RunResult(run_dir, outcomes, None, failures=[o for o in outcomes if o.status == "failed"])
+    result = RunResult(run_dir, outcomes, None, failures=[o for o in outcomes if o.status != "done"],
+                       detached=detach)
+    if detach:  # the jobs run on Slurm without this process; a later run (or status) picks them up
+        return result
     if any(o.status == "done" for o in outcomes):
         _score_unless_current(plan, run_dir, result, echo)
     write_summary(config, jobs, result)
@@ -213,14 +229,7 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
 
 def pending_jobs(jobs: list[Job], run_dir: Path, retry_failed: bool) -> list[Job]:
     """The jobs that will train or sample: not finished, and not failed unless they are to be retried."""
-    def pending(job: Job) -> bool:
-        folder = run_dir / job.folder
-        done = read_marker(folder / DONE_FILE)
-        if done is not None:  # finished, unless a file it vouches for changed since (the job redoes it)
-            return bool(changed_files(run_dir, done))
-        return retry_failed or not (folder / FAILED_FILE).is_file()
-
-    return [job for job in jobs if pending(job)]
+    return [job for job in jobs if earlier_outcome(job, run_dir, retry_failed) is None]
 
 
 def scoring_inputs(config: RunConfig, run_dir: Path) -> str:
@@ -328,7 +337,7 @@ def leaderboard(per_method: pd.DataFrame, jobs: list[Job], outcomes: list[JobOut
                 costs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per method variant: each metric's mean and interval, concepts scored of those planned, and the
     median cost of its jobs."""
-    failed = {o.job_id for o in outcomes if o.status == "failed"}
+    failed = {o.job_id for o in outcomes if o.status != "done"}
     rows = []
     for label in dict.fromkeys(job.image_label for job in jobs):
         planned = [job for job in jobs if job.image_label == label]
@@ -402,7 +411,7 @@ def format_outcomes(result: RunResult) -> str:
         status = outcome.status + (" (earlier)" if outcome.skipped else "")
         lines.append(f"{outcome.job_id:<48} {status:<8} {outcome.seconds:>8.1f}")
     for outcome in result.failures:
-        lines.append(f"failed: {outcome.job_id}: {outcome.error}")
+        lines.append(f"{outcome.status}: {outcome.job_id}: {outcome.error}")
     done = sum(o.status == "done" for o in result.outcomes)
     lines.append(f"{done} of {len(result.outcomes)} jobs done, {len(result.failures)} failed")
     if result.leaderboard is not None:
@@ -410,6 +419,8 @@ def format_outcomes(result: RunResult) -> str:
     if result.report is not None:
         lines.append(f"report: {result.report}")
     if not result.complete:
-        hint = " (fix the cause, then re-run with --retry-failed)" if result.failures else ""
+        failed = any(o.status == "failed" for o in result.failures)
+        hint = " (fix the cause, then re-run with --retry-failed)" if failed else " (re-run to resume it)" \
+            if result.failures else ""
         lines.append(f"the run is incomplete{hint}")
     return "\n".join(lines)
