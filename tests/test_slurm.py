@@ -1,6 +1,6 @@
 """The Slurm executor on a real Slurm (CI starts a one-node cluster with `.ci/slurm-up`): a run through Slurm
-equals the local executor's; a cancelled array element is the only job a re-run runs again; a requeued one
-resumes from its checkpoint; bad Slurm settings are one line before anything is submitted or written.
+equals the local executor's, even when one array element was cancelled (the only job a re-run runs again) and
+one requeued (it resumes from its checkpoint); bad Slurm settings are one line before anything is submitted or written.
 
 Without a reachable Slurm the cluster tests skip, naming why; CI sets TLORA_BENCH_REQUIRE_SLURM=1, which makes
 that a failure."""
@@ -94,19 +94,9 @@ def _status(run_dir: Path) -> dict:
     return json.loads(result.output)
 
 
-def test_a_run_through_slurm_equals_the_local_run(cluster, local_run, tmp_path):
-    out = tmp_path / "run"
-    result = cli("run", *RUN, *ON_SLURM, "--out", out)
-    assert result.exit_code == 0, result.output
-    assert "slurm: submitted 2 jobs as array" in result.output
-    assert_same_results(results(out), results(local_run), cache_differs=True)
-    for label in ("tlora-4", "lora-4"):  # each job's output beside it
-        assert (out / f"jobs/{label}/dog6/seed-0/slurm-{_element(out, label)}.log").is_file()
-    status = _status(out)
-    assert (status["done"], status["total"]) == (2, 2)
-
-
-def test_a_cancelled_job_is_the_only_one_run_again_and_a_requeued_one_resumes(cluster, local_run, tmp_path):
+def test_a_run_through_slurm_equals_the_local_run_after_a_cancel_and_a_requeue(cluster, local_run, tmp_path):
+    """Detached, picked up without resubmitting, one element cancelled, one requeued mid-training: the re-run
+    submits only the cancelled job, and the results equal the local executor's."""
     out = tmp_path / "run"
     result = cli("run", *RUN, *ON_SLURM, "--max-concurrent", "1", "--detach", "--out", out)
     assert result.exit_code == 0 and "tlora-bench status" in result.output, result.output
@@ -139,6 +129,9 @@ def test_a_cancelled_job_is_the_only_one_run_again_and_a_requeued_one_resumes(cl
     ran = [o["job"] for o in summary["outcomes"] if not o["skipped"]]
     assert ran == ["tlora-4/dog6/seed-0"]
     assert_same_results(results(out), results(local_run), cache_differs=True)
+    for label in ("tlora-4", "lora-4"):  # each job's output beside it, under its last element's id
+        assert (out / f"jobs/{label}/dog6/seed-0/slurm-{_element(out, label)}.log").is_file()
+    assert (_status(out)["done"], _status(out)["total"]) == (2, 2)
 
 
 def test_slurm_settings_it_cannot_meet_are_one_line_before_anything_is_written(cluster, tmp_path):
