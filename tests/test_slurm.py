@@ -102,6 +102,8 @@ def test_a_run_through_slurm_equals_the_local_run_after_a_cancel_and_a_requeue(c
     assert result.exit_code == 0 and "tlora-bench status" in result.output, result.output
     again = cli("run", *RUN, *ON_SLURM, "--max-concurrent", "1", "--detach", "--out", out)
     assert "2 jobs still queued or running" in again.output and "submitted" not in again.output, again.output
+    # Another executor would run the same jobs beside Slurm's (and a picked-up run sweeps no temporaries).
+    assert_one_line_error(cli("run", *RUN, "--out", out), "still wait or run on Slurm", "--executor slurm")
 
     cancelled, requeued = _element(out, "tlora-4"), _element(out, "lora-4")
     _wait(lambda: _state(cancelled) == "RUNNING", f"{cancelled} to run")
@@ -115,8 +117,9 @@ def test_a_run_through_slurm_equals_the_local_run_after_a_cancel_and_a_requeue(c
     _wait(lambda: _status(out)["running"] + _status(out)["pending"] == 0, "the array to end")
 
     status = _status(out)
-    logs = {p.name: p.read_text()[-1500:] for p in sorted(out.glob("jobs/**/slurm-*.log"))}
-    assert (status["done"], status["lost"]) == (1, 1), (status, logs)
+    states = [(job["job"], job["state"], job["error"], job["scheduler"]) for job in status["jobs"]]
+    logs = {p.name: p.read_text()[-600:] for p in sorted(out.glob("jobs/**/slurm-*.log"))}
+    assert (status["done"], status["lost"]) == (1, 1), (states, logs)
     lost = next(job for job in status["jobs"] if job["state"] == "lost")
     assert lost["job"] == "tlora-4/dog6/seed-0" and cancelled in lost["scheduler"]
     done = json.loads((out / "jobs/lora-4/dog6/seed-0/done.json").read_text())

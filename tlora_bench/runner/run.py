@@ -176,8 +176,8 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     """Run every job of `config` (or of its plan, when the caller made it) into run_dir (default:
     <output_dir>/<name>), then score and summarise; `detach` (slurm) submits the jobs and returns."""
     from tlora_bench.runner.executors import EXECUTORS, execute
-    from tlora_bench.runner.progress import Progress, count_images
-    from tlora_bench.runner.slurm import check_slurm
+    from tlora_bench.runner.progress import Progress, count_images, jobs_phrase
+    from tlora_bench.runner.slurm import active_elements, check_slurm
 
     if executor not in EXECUTORS:
         raise unknown_name_error("executor", executor, EXECUTORS)
@@ -190,6 +190,11 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
     if executor == "slurm":  # submitit, the cluster, the partition and its limits, before anything is written
         check_slurm(slurm or SlurmOptions())
+    on_slurm = active_elements(jobs, Path(run_dir) if run_dir else default_run_dir(config))
+    if on_slurm and executor != "slurm":  # the same job would run twice at once, in two places
+        raise TloraBenchError(f"{jobs_phrase(len(on_slurm))} of this run still wait or run on Slurm "
+                              f"({', '.join(list(on_slurm)[:3])}{', ...' if len(on_slurm) > 3 else ''}); re-run with "
+                              "--executor slurm to wait for them, or scancel them first")
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     changed = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
     rescore = [key for key in changed if key in EVALUATION_KEYS]
@@ -198,7 +203,8 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     check_weights(config, train=bool(to_run), score=bool(to_run) or not _scored(run_dir, config))
     ensure_writable(run_dir)
     lock_run_folder(run_dir)  # held until run() returns: a second run on this folder is refused
-    remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
+    if not on_slurm:  # Slurm jobs still write there: their temporaries are not stale
+        remove_stale_temporaries(run_dir)  # left by writes that a crash interrupted
     if rescore:
         echo(f"scoring '{run_dir}' again with {', '.join(f'{k}={getattr(config, k)!r}' for k in rescore)}")
     if changed or not (run_dir / CONFIG_FILE).is_file():  # config.json names the settings the scores used

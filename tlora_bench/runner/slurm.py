@@ -298,6 +298,16 @@ def write_submission(run_dir: Path, job: Job, executor: str, job_id: str, **extr
     atomic_write_text(run_dir / job.folder / SCHEDULER_FILE, json.dumps(record, indent=2) + "\n")
 
 
+def active_elements(jobs: Sequence[Job], run_dir: Path) -> dict[str, Job]:
+    """{element id: job} of the jobs whose last Slurm submission is still queued or running (none when no job
+    was submitted to Slurm, or squeue cannot say)."""
+    records = {job.id: read_submission(run_dir, job) for job in jobs}
+    submitted = {r["job_id"]: job for job in jobs if (r := records[job.id]) and r.get("executor") == "slurm"}
+    states = (queue_states(list(submitted)) or {}) if submitted else {}
+    return {element: job for element, job in submitted.items()
+            if states.get(element, ("",))[0] in ACTIVE_STATES}
+
+
 def _submit(jobs: Sequence[Job], run_dir: Path, options: SlurmOptions, minutes: int, name: str,
             retry_failed: bool) -> dict[str, Job]:
     """The jobs as one array; {element id: job}, each recorded in its folder's scheduler.json."""
@@ -364,20 +374,16 @@ def execute_slurm(jobs: Sequence[Job], run_dir: Path, options: SlurmOptions, *, 
     """Submit the jobs that are neither finished nor still queued from an earlier submission, then (unless
     `detach`) wait for every element and report each job's outcome as it ends."""
     _, minutes = check_slurm(options)
-    outcomes, queued = [], {}
-    records = {job.id: read_submission(run_dir, job) for job in jobs}
-    states = queue_states([r["job_id"] for r in records.values() if r and r.get("executor") == "slurm"]) or {}
-    to_submit = []
+    outcomes, to_submit = [], []
+    active = active_elements(jobs, run_dir)
+    queued = {element: job for element, job in active.items()  # still queued or running: picked up, not resubmitted
+              if earlier_outcome(job, run_dir, retry_failed) is None}
     for job in jobs:
         earlier = earlier_outcome(job, run_dir, retry_failed)
-        record = records[job.id]
-        element = record["job_id"] if record and record.get("executor") == "slurm" else None
         if earlier is not None:
             outcomes.append(earlier)
             report(earlier)
-        elif element is not None and states.get(element, ("",))[0] in ACTIVE_STATES:
-            queued[element] = job  # submitted earlier and still queued or running: picked up, not resubmitted
-        else:
+        elif job not in queued.values():
             to_submit.append(job)
     if queued:
         echo(f"slurm: {jobs_phrase(len(queued))} still queued or running from an earlier submission: picked up")
