@@ -13,6 +13,7 @@ FLOORS = {
     "tlora_bench.resources": 0, "tlora_bench.threads": 0, "tlora_bench.interrupts": 0, "tlora_bench.hub": 0,
     "tlora_bench.library_output": 0, "tlora_bench.devices": 0, "tlora_bench.provenance": 0, "tlora_bench.cache": 0,
     "tlora_bench.concepts": 1, "tlora_bench.prompts": 1, "tlora_bench.layout": 1,
+    "tlora_bench.synthetic": 1,  # the scene world and its judges: data, like the concepts
     "tlora_bench.adapters": 2, "tlora_bench.metrics.names": 2, "tlora_bench.metrics.registry": 2,
     "tlora_bench.models": 3, "tlora_bench.adapters.formats": 3,  # formats check files against models' layers
     "tlora_bench.specs": 4,

@@ -198,7 +198,10 @@ def test_process_pool_and_ray_executors_give_the_local_results(tmp_path, monkeyp
         run(config, tmp_path / "local-1-thread", progress=False, echo=quiet)
     finally:
         torch.set_num_threads(threads)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The tasks load the tiny model from this test's cache, whose path each adapter's provenance names (under
+    # xdist, Ray's workers once saw another cache: the adapters then differed by the paths' lengths).
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TLORA_BENCH_CACHE": os.environ["TLORA_BENCH_CACHE"]}})
     try:
         result = run(config, tmp_path / "ray", executor="ray", progress=False, echo=quiet)
     finally:

@@ -364,7 +364,7 @@ def _ended(job: Job, run_dir: Path, element: str, state: str | None, node: str) 
                            f"slurm-{element}.log", error)
         return JobOutcome(job.id, "failed", 0.0, error)
     how = f"it ended {state}" if state else "Slurm no longer knows it"
-    return JobOutcome(job.id, "lost", 0.0, f"lost: Slurm job {element} left the queue unfinished ({how}); "
+    return JobOutcome(job.id, "lost", 0.0, f"Slurm job {element} left the queue unfinished ({how}); "
                                             "re-run to submit it again (it resumes)")
 
 
