@@ -30,9 +30,9 @@ def test_the_palettes_are_far_apart():
 @pytest.mark.parametrize(("seed", "noise"), [(1, 0.0), (2, 8.0)])
 def test_the_judges_read_every_attribute_of_held_out_renders(seed, noise):
     """The acceptance bar (docs/synthetic.md): at least 98% per attribute; measured: 100% on every combination
-    of the vocabulary, jittered, with and without Gaussian noise of 8 per channel."""
+    of the vocabulary jittered, and on every other one with Gaussian noise of 8 per channel as well."""
     rng = np.random.default_rng(seed)
-    scenes = all_scenes()
+    scenes = all_scenes()[::2] if noise else all_scenes()  # half of them with noise: CI's time
     images = [render(scene, rng) for scene in scenes]
     if noise:
         images = [np.clip(image + rng.normal(0, noise, image.shape), 0, 255) for image in images]
