@@ -114,7 +114,8 @@ def test_a_run_through_slurm_equals_the_local_run_after_a_cancel_and_a_requeue(c
     _wait(lambda: _state(requeued) == "PENDING", f"{requeued} to be requeued")
     # Slurm holds a requeued job for two minutes; an administrator's StartTime=now releases it at once.
     subprocess.run(["scontrol", "update", f"JobId={requeued}", "StartTime=now"], check=True)
-    _wait(lambda: _status(out)["running"] + _status(out)["pending"] == 0, "the array to end")
+    # One status for both counts: two would straddle the requeued element's step from pending to running.
+    _wait(lambda: (now := _status(out))["running"] + now["pending"] == 0, "the array to end")
 
     status = _status(out)
     states = [(job["job"], job["state"], job["error"], job["scheduler"]) for job in status["jobs"]]
