@@ -190,12 +190,12 @@ def run(config: RunConfig | Plan, run_dir: str | Path | None = None, *, executor
     cpu_threads()  # a bad TLORA_BENCH_THREADS is one line now, not a failure per job
     if executor == "slurm":  # submitit, the cluster, the partition and its limits, before anything is written
         check_slurm(slurm or SlurmOptions())
-    on_slurm = active_elements(jobs, Path(run_dir) if run_dir else default_run_dir(config))
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
+    on_slurm = active_elements(jobs, run_dir)
     if on_slurm and executor != "slurm":  # the same job would run twice at once, in two places
         raise TloraBenchError(f"{jobs_phrase(len(on_slurm))} of this run still wait or run on Slurm "
                               f"({', '.join(list(on_slurm)[:3])}{', ...' if len(on_slurm) > 3 else ''}); re-run with "
                               "--executor slurm to wait for them, or scancel them first")
-    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     changed = check_run_folder(run_dir, config, force_new)  # --force-new moves the old run aside here
     rescore = [key for key in changed if key in EVALUATION_KEYS]
     check_job_files(jobs, run_dir)

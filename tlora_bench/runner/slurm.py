@@ -374,16 +374,16 @@ def execute_slurm(jobs: Sequence[Job], run_dir: Path, options: SlurmOptions, *, 
     """Submit the jobs that are neither finished nor still queued from an earlier submission, then (unless
     `detach`) wait for every element and report each job's outcome as it ends."""
     _, minutes = check_slurm(options)
-    outcomes, to_submit = [], []
-    active = active_elements(jobs, run_dir)
-    queued = {element: job for element, job in active.items()  # still queued or running: picked up, not resubmitted
-              if earlier_outcome(job, run_dir, retry_failed) is None}
+    outcomes, to_submit, queued = [], [], {}
+    active = {job.id: element for element, job in active_elements(jobs, run_dir).items()}
     for job in jobs:
         earlier = earlier_outcome(job, run_dir, retry_failed)
         if earlier is not None:
             outcomes.append(earlier)
             report(earlier)
-        elif job not in queued.values():
+        elif job.id in active:  # still queued or running: picked up, not resubmitted
+            queued[active[job.id]] = job
+        else:
             to_submit.append(job)
     if queued:
         echo(f"slurm: {jobs_phrase(len(queued))} still queued or running from an earlier submission: picked up")
