@@ -14,6 +14,8 @@ FLOORS = {
     "tlora_bench.library_output": 0, "tlora_bench.devices": 0, "tlora_bench.provenance": 0, "tlora_bench.cache": 0,
     "tlora_bench.concepts": 1, "tlora_bench.prompts": 1, "tlora_bench.layout": 1,
     "tlora_bench.synthetic": 1,  # the scene world and its judges: data, like the concepts
+    "tlora_bench.synthetic.model": 3, "tlora_bench.synthetic.pretrain": 3,  # the scene model: a model
+    "tlora_bench.synthetic.check": 3,
     "tlora_bench.adapters": 2, "tlora_bench.metrics.names": 2, "tlora_bench.metrics.registry": 2,
     "tlora_bench.models": 3, "tlora_bench.adapters.formats": 3,  # formats check files against models' layers
     "tlora_bench.specs": 4,
@@ -23,7 +25,7 @@ FLOORS = {
     "tlora_bench.report": 8, "tlora_bench.study": 8,
     "tlora_bench.runner": 9,  # runs every stage of a plan, the report last
     "tlora_bench.cli": 10, "tlora_bench.cli_common": 10, "tlora_bench.cli_docs": 10,
-    "tlora_bench.report.commands": 10, "tlora_bench.study.commands": 10,
+    "tlora_bench.report.commands": 10, "tlora_bench.study.commands": 10, "tlora_bench.synthetic.commands": 10,
 }
 
 

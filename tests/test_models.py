@@ -14,7 +14,7 @@ from tlora_bench.models.tiny import tiny_model_folder, tiny_sdxl_pipeline
 
 
 def test_registry_names_aliases_and_did_you_mean():
-    assert backend_names() == ["sdxl", "flux", "tiny-sdxl", "tiny-flux"]
+    assert backend_names() == ["sdxl", "flux", "tiny-sdxl", "tiny-flux", "synthetic"]
     assert backend_spec("tiny") is backend_spec("tiny-sdxl")
     sdxl = backend_spec("sdxl")
     assert (sdxl.hub_id, sdxl.vae_id) == ("stabilityai/stable-diffusion-xl-base-1.0", "madebyollin/sdxl-vae-fp16-fix")

@@ -504,7 +504,12 @@ def models_list() -> None:
         for row in cache_status(spec):
             state = "cached" if row.cached else "not cached: run `tlora-bench models download --model " + name + "`"
             click.echo(f"  {row.repo} @ {row.revision or 'main'}: {state}")
-        if spec.hub_id is None:
+        if spec.shipped_weights and (spec.shipped_folder() / "model_index.json").is_file():
+            click.echo(f"  shipped with tlora-bench: {spec.shipped_folder()}")
+        elif spec.shipped_weights:
+            click.echo("  not shipped yet: make it with `tlora-bench synthetic pretrain --out DIR`, then pass "
+                       "--model-path DIR")
+        elif spec.hub_id is None:
             click.echo("  random weights, built into the tlora-bench cache on first use")
 
 
@@ -721,9 +726,11 @@ def methods_cmd(model_name: str, rank: int, providers: bool) -> None:
 
 from tlora_bench.report.commands import report_cmd  # noqa: E402
 from tlora_bench.study.commands import study  # noqa: E402
+from tlora_bench.synthetic.commands import synthetic  # noqa: E402
 
 main.add_command(report_cmd)
 main.add_command(study)
+main.add_command(synthetic)
 
 
 if __name__ == "__main__":  # pragma: no cover

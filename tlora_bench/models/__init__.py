@@ -46,6 +46,13 @@ register_backend(BackendSpec(
     bundled_table=True, resolution=32, num_inference_steps=4, guidance_scale=3.5, optimizer="prodigy",
     adapter_targets=FLUX_TARGETS, default_steps=FLUX_STEPS, default_r_min=1))
 
+register_backend(BackendSpec(
+    name="synthetic", summary="the project's pretrained scene model (32 px procedural scenes, CPU; docs/synthetic.md)",
+    loader="tlora_bench.models.synthetic:SyntheticBackend", hub_id=None,
+    shipped_weights="tlora_bench.synthetic:weights",
+    skeleton="tlora_bench.synthetic.model:unet_skeleton", bundled_table=True, resolution=32, num_inference_steps=20,
+    guidance_scale=3.0))
+
 
 _LAZY = ("DiffusionBackend", "TrainingExample", "model_load_error")  # torch-side names of models.backend
 

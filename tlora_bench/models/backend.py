@@ -107,16 +107,17 @@ class DiffusionBackend:
     def load(cls, spec: BackendSpec, *, source: str | None = None, revision: str | None = None,
              vae_source: str | None = None, precision: str = "fp32",
              device: str | torch.device = "cpu") -> DiffusionBackend:
-        """Load from `source` (a hub id or a local diffusers folder; default: the spec's hub id, or for a tiny
-        model its folder in the cache, written on first use)."""
+        """Load from `source` (a hub id or a local diffusers folder; default: the spec's hub id, its shipped
+        folder, or for a tiny model its folder in the cache, written on first use)."""
         from tlora_bench.models.tiny import tiny_model_folder
 
-        source = source or spec.hub_id or str(tiny_model_folder(spec.name))
+        source = source or spec.hub_id or str(spec.shipped_folder() or tiny_model_folder(spec.name))
         revision = revision or spec.revision
         vae_source = vae_source or spec.vae_id
         pipeline = cls.load_pipeline(spec, source, revision, vae_source, resolve_dtype(precision))
         pipeline.to(device)
-        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline),
+        shipped = spec.shipped_revision() if source == str(spec.shipped_folder()) else None
+        return cls(spec, pipeline, source=source, revision=revision or resolved_revision(pipeline) or shipped,
                    precision=precision, device=torch.device(device), vae_source=vae_source)
 
     @staticmethod

@@ -48,6 +48,9 @@ def download_model(name: str, on_done: Callable[[str], None] | None = None) -> l
     from huggingface_hub import snapshot_download
 
     spec = backend_spec(name)
+    if spec.shipped_weights:
+        raise TloraBenchError(f"model '{name}' ships with tlora-bench ({spec.shipped_folder()}); there is nothing "
+                              "to download")
     if spec.hub_id is None:
         raise TloraBenchError(f"model '{name}' is built locally from random weights; there is nothing to download")
     folders = []
@@ -76,6 +79,13 @@ def check_model_available(name: str, model_path: str | None = None, revision: st
     from tlora_bench.models.tiny import TINY_BUILDERS, check_tiny_cache
 
     spec = backend_spec(name)
+    if model_path is None and spec.shipped_weights:
+        folder = spec.shipped_folder()
+        if not (folder / "model_index.json").is_file():
+            raise TloraBenchError(f"model '{spec.name}': its shipped weights are missing from {folder}; reinstall "
+                                  f"tlora-bench, or make them with `tlora-bench synthetic pretrain --out DIR` and "
+                                  "pass --model-path DIR")
+        return
     if model_path is None and spec.hub_id is None:
         if spec.name in TINY_BUILDERS:
             check_tiny_cache(spec.name)

@@ -6,9 +6,11 @@ only when a model is loaded or a layer table must be built.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from tlora_bench.adapters.config import LayerShape
@@ -16,6 +18,7 @@ from tlora_bench.errors import TloraBenchError
 from tlora_bench.registry import resolve_object
 
 LAYER_TABLES = "tlora_bench.models.layer_tables"  # bundled tables: <backend>.json.gz
+CHECKSUM_FILE = "SHA256SUMS"  # in a shipped weights folder: every other file's SHA-256
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class BackendSpec:
     name: str
     summary: str
     loader: str | type  # its DiffusionBackend class, or "module:Class", imported only when a model is loaded
-    hub_id: str | None  # default source; None for tiny models, which are built into the cache on first use
+    hub_id: str | None  # default source; None for tiny models (built into the cache on first use) and shipped ones
     # A function (or "module:function") returning the denoiser's module tree with real shapes and no weights
     # (the meta device): size checks and parameter counts read it. Required: no backend is checked against
     # another's shapes.
@@ -47,11 +50,27 @@ class BackendSpec:
     default_precision: str = "fp32"  # a run's precision when its config sets none
     num_train_timesteps: int = 1000  # T of its training scheduler (the rank schedule's T); a load checks it
     aliases: tuple[str, ...] = ()
+    # "package:folder", the model's diffusers folder shipped inside tlora-bench (the synthetic scene model): its
+    # default source, with no download and no random weights.
+    shipped_weights: str | None = None
 
     @property
     def tiny(self) -> bool:
         """A tiny random model: no hub weights, built locally for tests and smoke runs."""
-        return self.hub_id is None
+        return self.hub_id is None and self.shipped_weights is None
+
+    def shipped_folder(self) -> Path | None:
+        """The shipped weights' folder in the installed package, or None for a backend that ships none."""
+        if not self.shipped_weights:
+            return None
+        package, folder = self.shipped_weights.split(":")
+        return Path(str(resources.files(package) / folder))
+
+    def shipped_revision(self) -> str | None:
+        """What identifies the shipped weights in provenance: the SHA-256 of their checksum file."""
+        folder = self.shipped_folder()
+        sums = folder / CHECKSUM_FILE if folder else None
+        return f"sha256:{hashlib.sha256(sums.read_bytes()).hexdigest()}" if sums and sums.is_file() else None
 
     def backend_class(self) -> type:
         return resolve_object(self.loader, f"model backend '{self.name}' (its loader)")

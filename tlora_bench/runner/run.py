@@ -147,8 +147,11 @@ def _write_provenance(run_dir: Path, plan: Plan, device: str) -> None:
     config, spec = plan.config, plan.backend
     entry = provenance(None if device in ("auto", "cpu") else device, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        precision=plan.precision, backend=spec.name,
-                       model_id=config.model_path or spec.hub_id or "tiny (built locally)",
-                       model_revision=config.revision or spec.revision, vae_id=config.vae_path or spec.vae_id)
+                       model_id=(config.model_path or spec.hub_id
+                                 or str(spec.shipped_folder() or "tiny (built locally)")),
+                       model_revision=config.revision or spec.revision or (None if config.model_path else
+                                                                          spec.shipped_revision()),
+                       vae_id=config.vae_path or spec.vae_id)
     atomic_write_text(path, json.dumps({"protocol": PROTOCOL, "sessions": [*sessions, entry]}, indent=2) + "\n")
 
 

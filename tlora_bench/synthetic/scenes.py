@@ -49,12 +49,17 @@ class Scene:
         return asdict(self)
 
 
-def caption(scene: Scene) -> str:
-    """'a small dotted red triangle on the left, sky background'; plain and large are left unsaid."""
-    words = [w for w in (scene.size if scene.size != "large" else "",
-                         scene.pattern if scene.pattern != "plain" else "", scene.color, scene.shape) if w]
-    where = "in the center" if scene.position == "center" else f"on the {scene.position}"
-    return f"a {' '.join(words)} {where}, {scene.background} background"
+def caption(scene: Scene, omit: frozenset[str] = frozenset(), subject: str | None = None) -> str:
+    """'a small dotted red triangle on the left, sky background'; plain and large are left unsaid, so are the
+    attributes in `omit` (pretraining drops some, so that a prompt may leave them open). `subject` replaces the
+    object's words (a concept's 'sks diamond')."""
+    said = {name: getattr(scene, name) for name in ("size", "pattern", "color", "shape", "position", "background")
+            if name not in omit and getattr(scene, name) not in ("large", "plain")}
+    words = [said[name] for name in ("size", "pattern", "color", "shape") if name in said]
+    text = f"a {subject or ' '.join(words)}"
+    if "position" in said:
+        text += " in the center" if said["position"] == "center" else f" on the {said['position']}"
+    return f"{text}, {said['background']} background" if "background" in said else text
 
 
 def all_scenes() -> list[Scene]:
