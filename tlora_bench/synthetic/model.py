@@ -19,9 +19,10 @@ import torch
 from diffusers import DiffusionPipeline, EulerDiscreteScheduler, UNet2DConditionModel
 from PIL import Image
 
+from tlora_bench.prompts import DEFAULT_TOKEN
 from tlora_bench.synthetic.scenes import BACKGROUNDS, COLORS, PATTERNS, POSITIONS, RESOLUTION, SHAPES, SIZES
 
-CONCEPT_TOKEN = "sks"  # the paper's identifier; never in a pretraining caption, so the base model ties it to nothing
+CONCEPT_TOKEN = DEFAULT_TOKEN  # never in a pretraining caption: the base model ties it to nothing
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 MAX_TOKENS = 20  # the longest caption, "a photo of" before it, is 14 words and a comma, plus [BOS] and [EOS]
 
