@@ -115,6 +115,12 @@ def test_user_manifest_reports_corrupt_image(tmp_path: Path):
     ('[sets]\nx = ["rex2"]\n[[concepts]]\nid = "rex"\nclass_word = "dog"\nimages = ["a.jpg"]\n',
      "unknown concept 'rex2'"),
     ('title = 1\n[[concepts]]\nid = "rex"\nclass_word = "dog"\nimages = ["a.jpg"]\n', "unknown key 'title'"),
+    ('[[concepts]]\nid = "rex"\nclass_word = "dog"\nimages = ["a.jpg"]\nprompts = "lve"\n',
+     "unknown prompt set 'lve'; did you mean 'live'"),
+    ('[[concepts]]\nid = "rex"\nclass_word = "dog"\nimages = ["a.jpg"]\nprompts = "base"\n',
+     "unknown prompt set 'base'"),
+    ('[[concepts]]\nid = "rex"\nclass_word = "dog"\nimages = ["a.jpg"]\nprompts = 3\n',
+     "'prompts' must be a prompt set"),
     ("[[concepts]\n", "is not valid TOML"),
     ("", "no concepts"),
 ])

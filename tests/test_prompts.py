@@ -4,9 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from tlora_bench.concepts import bundled_manifest
+from tlora_bench.concepts import bundled_manifest, load_manifest
 from tlora_bench.errors import TloraBenchError
-from tlora_bench.prompts import base_template, load_prompt_set, prompt_items, seed_for
+from tlora_bench.prompts import (
+    DRIFT_PROMPTS,
+    DRIFT_SETS,
+    PLACEHOLDER,
+    base_template,
+    drift_prompts,
+    load_prompt_set,
+    prompt_items,
+    prompt_set_for,
+    seed_for,
+)
 
 
 @pytest.mark.parametrize("name", ["live", "object"])
@@ -59,6 +69,26 @@ def test_live_concepts_take_the_live_set():
     assert {i.template for i in prompt_items(dog)} - {base_template()} == set(load_prompt_set("live"))
     assert {i.template for i in prompt_items(teapot)} - {base_template()} == set(load_prompt_set("object"))
     assert prompt_items(dog, token="zwx")[15].prompt.startswith("a chocolate-colored zwx dog")
+
+
+def test_a_manifest_names_each_concept_s_prompt_set(tmp_path: Path):
+    (tmp_path / "mine.txt").write_text("a {0} on the moon\n")
+    (tmp_path / "manifest.toml").write_text(
+        '[[concepts]]\nid = "a"\nclass_word = "dog"\nimages = ["a.jpg"]\nprompts = "object"\nlive = true\n'
+        '[[concepts]]\nid = "b"\nclass_word = "dog"\nimages = ["a.jpg"]\nprompts = "mine.txt"\n'
+        '[[concepts]]\nid = "c"\nclass_word = "dog"\nimages = ["a.jpg"]\nlive = true\n')
+    a, b, c = load_manifest(tmp_path / "manifest.toml").select(None)
+    assert prompt_set_for(a) == "object" and prompt_set_for(c) == "live"  # the named set wins over `live`
+    assert [i.template for i in prompt_items(b, base_images=1, images_per_prompt=1)][1:] == ["a {0} on the moon"]
+
+
+def test_every_drift_set_has_the_configurable_count_and_names_no_concept():
+    for name in DRIFT_SETS:
+        prompts = drift_prompts(name)
+        assert len(prompts) == DRIFT_PROMPTS and len(set(prompts)) == DRIFT_PROMPTS, name
+        assert not any(PLACEHOLDER in p for p in prompts)
+    with pytest.raises(TloraBenchError, match="unknown drift prompt set 'drfit'; did you mean 'drift'"):
+        drift_prompts("drfit")
 
 
 def test_user_prompt_file(tmp_path: Path):

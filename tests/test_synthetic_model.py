@@ -105,10 +105,15 @@ def test_missing_shipped_weights_are_one_line_naming_the_folder_and_the_fix(monk
         check_model_available("synthetic")
 
 
-def test_models_list_and_download_know_the_shipped_model():
+def test_models_list_and_download_know_the_shipped_model(monkeypatch, tmp_path):
+    from tlora_bench.models.spec import BackendSpec
+
     runner = CliRunner()
     result = runner.invoke(main, ["models", "list"])
-    assert result.exit_code == 0 and "synthetic pretrain" in result.output
+    assert result.exit_code == 0 and f"shipped with tlora-bench: {_shipped_folder()}" in result.output
+    monkeypatch.setattr(BackendSpec, "shipped_folder", lambda self: tmp_path / "gone")
+    result = runner.invoke(main, ["models", "list"])
+    assert result.exit_code == 0 and "shipped weights are missing" in result.output
     result = runner.invoke(main, ["models", "download", "--model", "synthetic"])
     assert result.exit_code == 1 and "ships with tlora-bench" in result.output
 
@@ -127,3 +132,46 @@ def test_check_without_shipped_weights_is_one_line_and_checks_a_pretrained_folde
     result = CliRunner().invoke(main, ["synthetic", "check"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "synthetic pretrain" in result.output
+
+
+def _shipped_folder():
+    from tlora_bench.models import backend_spec
+
+    return backend_spec("synthetic").shipped_folder()
+
+
+def test_the_shipped_weights_are_the_default_recipe_s_output_and_match_their_checksums():
+    folder = _shipped_folder()
+    listed = dict(line.split("  ")[::-1] for line in (folder / CHECKSUM_FILE).read_text().splitlines())
+    assert listed == checksums(folder) and "unet/diffusion_pytorch_model.safetensors" in listed
+    assert json.loads((folder / RECIPE_FILE).read_text())["recipe"] == asdict(PretrainRecipe())
+
+
+@pytest.mark.slow
+def test_the_shipped_model_follows_every_prompted_attribute_at_least_90_percent():
+    from tlora_bench.synthetic.check import check_model
+
+    checked = check_model(samples=192, seed=0)
+    assert checked["model"] == str(_shipped_folder())
+    for name in ("background", "shape", "color", "position"):  # the acceptance bar (docs/synthetic.md)
+        assert checked["following"][name] >= 0.9, (name, checked["following"])
+
+
+def test_a_run_on_the_synthetic_concepts_trains_samples_and_scores_in_the_model_s_words(pretrained, tmp_path):
+    from tests.runner_helpers import REDUCED
+    from tlora_bench.config import load_config
+    from tlora_bench.runner import run
+
+    out, _ = pretrained
+    config = load_config(None, {**REDUCED, "name": "synthetic", "model": "synthetic", "model_path": str(out),
+                                "concepts": "synthetic", "methods": "lora", "steps": "all=2", "drift_images": "1"})
+    result = run(config, tmp_path / "run", progress=False, echo=lambda m: None)
+    assert result.complete and not result.failures and result.evaluation_error is None, result
+    assert len(result.leaderboard) == 1 and result.leaderboard["concepts_scored"].iloc[0] == 4
+    records = [json.loads(line) for p in sorted((tmp_path / "run" / "images").glob("**/images.jsonl"))
+               for line in p.read_text().splitlines()]
+    prompts = {r["prompt"] for r in records}
+    subject = f"{CONCEPT_TOKEN} diamond"
+    assert f"a photo of a {subject}" in prompts and f"a {subject} on the left, sky background" in prompts
+    assert "a red circle on the left, sky background" in prompts  # the synthetic drift set
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["concepts"] == "synthetic"

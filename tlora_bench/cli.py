@@ -507,8 +507,8 @@ def models_list() -> None:
         if spec.shipped_weights and (spec.shipped_folder() / "model_index.json").is_file():
             click.echo(f"  shipped with tlora-bench: {spec.shipped_folder()}")
         elif spec.shipped_weights:
-            click.echo("  not shipped yet: make it with `tlora-bench synthetic pretrain --out DIR`, then pass "
-                       "--model-path DIR")
+            click.echo(f"  its shipped weights are missing from {spec.shipped_folder()}: reinstall tlora-bench, or "
+                       "make them with `tlora-bench synthetic pretrain --out DIR` and pass --model-path DIR")
         elif spec.hub_id is None:
             click.echo("  random weights, built into the tlora-bench cache on first use")
 

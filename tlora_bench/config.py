@@ -23,11 +23,11 @@ from tlora_bench.limits import check_bootstrap, check_seed
 from tlora_bench.metrics.names import DEFAULT_DINO, DEFAULT_SEGMENTER
 from tlora_bench.prompts import (
     DEFAULT_TOKEN,
+    DRIFT_PROMPTS,
     IMAGES_PER_BASE_PROMPT,
     IMAGES_PER_PROMPT,
     MAX_IMAGES_PER_PROMPT,
     check_token,
-    drift_prompts,
     load_prompt_set,
 )
 from tlora_bench.resources import bundled_names, bundled_path
@@ -63,7 +63,8 @@ class RunConfig:
     variants: Mapping[str, Mapping[str, Any]] = _field(
         {}, "Named variants: a label -> {method = \"lora\", rank = 64, timestep_range = [800, 1000], r_min = 16, "
             "steps = 500, train_images = 2, svd_source = \"W\", ...}: any training or adapter option")
-    concepts: str = _field("dreambooth25", "A concept set name, comma-separated concept ids, or a user manifest .toml")
+    concepts: str = _field("dreambooth25", "A concept set name, comma-separated concept ids, a user manifest .toml, "
+                                           "or synthetic (docs/synthetic.md)")
     model: str = _field(DEFAULT_MODEL, "Model backend (`tlora-bench models list`)")
     model_path: str | None = _field(None, "A hub id or local diffusers folder instead of the backend's default")
     vae_path: str | None = _field(None, "A hub id or local folder for the VAE instead of the backend's")
@@ -164,7 +165,7 @@ def _check_counts(config: RunConfig) -> None:
     for key, low, high in (("images_per_prompt", 1, MAX_IMAGES_PER_PROMPT), ("base_images", 1, MAX_IMAGES_PER_PROMPT),
                            ("sample_batch_size", 1, MAX_BATCH), ("checkpoint_every", 0, MAX_STEPS),
                            ("drift_images", 0, MAX_IMAGES_PER_PROMPT),
-                           ("prompts", 1, templates), ("drift_prompts", 1, len(drift_prompts()))):
+                           ("prompts", 1, templates), ("drift_prompts", 1, DRIFT_PROMPTS)):
         if getattr(config, key) is not None or key not in ("prompts", "drift_prompts"):
             _check_int(key, getattr(config, key), low, high)
     for key in ("gradient_checkpointing", "tiny_extractors"):

@@ -94,6 +94,7 @@ def read_adapter_info(path: str | Path) -> AdapterInfo:
 def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[PromptItem]]:
     """The concept and every image to generate, in order; `options.prompts` keeps the first N templates."""
     from tlora_bench.concepts.manifest import manifest_for
+    from tlora_bench.models import backend_spec
 
     spec = info.spec
     manifest = manifest_for(spec.manifest)
@@ -105,7 +106,8 @@ def plan_items(info: AdapterInfo, options: SampleOptions) -> tuple[Any, list[Pro
     if options.prompts is not None:
         templates = templates[:options.prompts]
         items = [item for item in items if item.template in templates]
-    return concept, items + drift_items(base_seed, options.drift_images, options.drift_prompts)
+    return concept, items + drift_items(base_seed, options.drift_images, options.drift_prompts,
+                                        backend_spec(spec.model).drift_prompts)
 
 
 def image_names(items: list[PromptItem]) -> dict[PromptItem, str]:
@@ -203,9 +205,11 @@ def generate_base_drift(backend, images_root: str | Path, *, base_seed: int, opt
     adapted models' (same batch size and order), so an image pair differs by the adapter only. Workers that
     get here at once take turns on a lock file: each image is generated once.
     """
+    from tlora_bench.models import backend_spec
+
     started = time.perf_counter()
     folder = base_model_folder(images_root, base_seed)
-    items = drift_items(base_seed, options.drift_images, options.drift_prompts)
+    items = drift_items(base_seed, options.drift_images, options.drift_prompts, backend_spec(model).drift_prompts)
     names = image_names(items)
     ensure_writable(folder)
     with exclusive_file_lock(folder / ".lock"):

@@ -24,7 +24,7 @@ MASK_SUFFIX = "_mask.png"
 
 _DATASET_KEYS = {"name", "description", "homepage", "license", "archive_url", "archive_root",
                  "archive_sha256", "default_set", "root"}
-_CONCEPT_KEYS = {"id", "class_word", "live", "train_image", "images", "source", "license", "folder"}
+_CONCEPT_KEYS = {"id", "class_word", "live", "train_image", "images", "source", "license", "folder", "prompts"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Concept:
     source: str = ""
     license: str = ""
     folder: str = ""  # relative to the data root, or absolute (user manifests); default: the id
+    prompts: str = ""  # its contextual prompt set (a bundled name or a .txt path); "": live or object by `live`
 
     def dir(self, data_root: Path | None) -> Path:
         folder = Path(self.folder or self.id)
@@ -218,7 +219,21 @@ def _parse_concept(path: Path, raw: Any, base_dir: Path | None) -> Concept:
         raise _fail(path, where, f"train_image '{train_image}' is not one of its images {list(images)}")
     return Concept(id=cid, class_word=class_word.strip(), live=live, train_image=train_image, images=images,
                    source=_text(path, where, raw, "source"), license=_text(path, where, raw, "license"),
-                   folder=folder)
+                   folder=folder, prompts=_prompt_set(path, where, raw, base_dir))
+
+
+def _prompt_set(path: Path, where: str, raw: Mapping[str, Any], base_dir: Path | None) -> str:
+    """A concept's `prompts`: a bundled set's name, or a .txt file of templates (relative to the manifest)."""
+    from tlora_bench.prompts import BUNDLED_SETS
+
+    name = _text(path, where, raw, "prompts", what="a prompt set (a bundled name or a .txt file)")
+    if name.endswith(".txt"):
+        return str((base_dir or path.parent) / name)
+    if name and (name not in BUNDLED_SETS or name == "base"):
+        contextual = [s for s in BUNDLED_SETS if s != "base"]
+        raise _fail(path, where, f"unknown prompt set '{name}'{did_you_mean(name, contextual)} (bundled: "
+                                 f"{', '.join(contextual)}; or a .txt file of templates)")
+    return name
 
 
 def _parse_sets(path: Path, raw: Any, ids: list[str]) -> dict[str, tuple[str, ...]]:
@@ -302,9 +317,17 @@ def manifest_for(path: str | Path | None) -> Manifest:
     return load_manifest(path) if path else bundled_manifest()
 
 
+SYNTHETIC_CONCEPTS = "synthetic"  # the synthetic track's concepts, rendered on first use (docs/synthetic.md)
+
+
 def manifest_path_of(spec: str | None) -> str | None:
-    """The user manifest a --concepts value names (a path ending in .toml), or None: set names or ids of the
-    bundled manifest. The one place that tells them apart."""
+    """The user manifest a --concepts value names (a path ending in .toml, or `synthetic`: the synthetic
+    concepts' manifest, rendered into the cache on first use), or None: set names or ids of the bundled
+    manifest. The one place that tells them apart."""
+    if spec == SYNTHETIC_CONCEPTS:
+        from tlora_bench.synthetic.concepts import concepts_manifest
+
+        return str(concepts_manifest())
     return spec if spec and spec.endswith(".toml") else None
 
 

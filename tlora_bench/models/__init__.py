@@ -49,7 +49,7 @@ register_backend(BackendSpec(
 register_backend(BackendSpec(
     name="synthetic", summary="the project's pretrained scene model (32 px procedural scenes, CPU; docs/synthetic.md)",
     loader="tlora_bench.models.synthetic:SyntheticBackend", hub_id=None,
-    shipped_weights="tlora_bench.synthetic:weights",
+    shipped_weights="tlora_bench.synthetic:weights", drift_prompts="synthetic-drift",
     skeleton="tlora_bench.synthetic.model:unet_skeleton", bundled_table=True, resolution=32, num_inference_steps=20,
     guidance_scale=3.0))
 

@@ -53,6 +53,7 @@ class BackendSpec:
     # "package:folder", the model's diffusers folder shipped inside tlora-bench (the synthetic scene model): its
     # default source, with no download and no random weights.
     shipped_weights: str | None = None
+    drift_prompts: str = "drift"  # its drift set (prompts/<name>.txt): prompts in words the model knows
 
     @property
     def tiny(self) -> bool:

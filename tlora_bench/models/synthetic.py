@@ -27,7 +27,7 @@ def _load_pipeline(spec: BackendSpec, source: str, revision: str | None, vae_sou
 
 
 class SyntheticBackend(SDXLBackend):
-    """The scene model: SD-XL's epsilon loss and DDPM noising (inherited), no VAE, no micro-conditioning."""
+    """The scene model: SD-XL's loss and DDPM noising (inherited; velocity target), no VAE, no micro-conditioning."""
 
     load_pipeline = staticmethod(_load_pipeline)
 

@@ -358,5 +358,6 @@ def job_images(job: Job, concept: Concept) -> int:
 
     contextual = len(load_prompt_set(prompt_set_for(concept)))
     kept = contextual + 1 if job.sample.prompts is None else min(job.sample.prompts, contextual + 1)
-    drift = job.sample.drift_images * len(drift_prompts()[:job.sample.drift_prompts])
+    drift_set = backend_spec(job.train.model).drift_prompts
+    drift = job.sample.drift_images * len(drift_prompts(drift_set)[:job.sample.drift_prompts])
     return job.sample.base_images + (kept - 1) * job.sample.images_per_prompt + drift

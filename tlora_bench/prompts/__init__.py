@@ -15,8 +15,10 @@ from tlora_bench.limits import check_seed
 from tlora_bench.resources import read_bundled_text
 
 PLACEHOLDER = "{0}"
-BUNDLED_SETS = ("live", "object", "base")
+BUNDLED_SETS = ("live", "object", "base", "synthetic")  # synthetic: the synthetic concepts' (docs/synthetic.md)
 DRIFT_SET = "drift"  # prompts that name no concept: how far an adapter moves the base model (docs/evaluation.md)
+DRIFT_SETS = (DRIFT_SET, "synthetic-drift")  # a backend names its own (the synthetic model's words are few)
+DRIFT_PROMPTS = 10  # in every drift set: `drift_prompts` (a config key) counts in that range
 DEFAULT_TOKEN = "sks"
 IMAGES_PER_PROMPT = 5  # contextual prompts (docs/decisions.md section 4)
 IMAGES_PER_BASE_PROMPT = 15  # the base prompt "a photo of a {0}", used for IS and DINO-IS
@@ -71,26 +73,30 @@ def load_prompt_set(name: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def drift_prompts() -> tuple[str, ...]:
-    """The bundled drift prompts (prompts/drift.txt): plain prompts with no {0}, never naming a concept's class."""
-    prompts = tuple(line.strip() for line in read_bundled_text("prompts", f"{DRIFT_SET}.txt").split("\n")
+def drift_prompts(name: str = DRIFT_SET) -> tuple[str, ...]:
+    """A bundled drift set (prompts/<name>.txt): plain prompts with no {0}, never naming a concept's class."""
+    if name not in DRIFT_SETS:
+        raise unknown_name_error("drift prompt set", name, DRIFT_SETS)
+    prompts = tuple(line.strip() for line in read_bundled_text("prompts", f"{name}.txt").split("\n")
                     if line.strip())
     for prompt in prompts:
         if PLACEHOLDER in prompt:
-            raise TloraBenchError(f"{DRIFT_SET}.txt: prompt {prompt!r} must not hold {PLACEHOLDER}")
+            raise TloraBenchError(f"{name}.txt: prompt {prompt!r} must not hold {PLACEHOLDER}")
     return prompts
 
 
-def drift_items(base_seed: int, images: int, prompts: int | None = None) -> list[PromptItem]:
-    """`images` images of each drift prompt (the first `prompts` of them; None: all), seeded by the seed rule
-    like every prompt: an adapted model's and the base model's image of a prompt and index share their seed,
-    so they differ only by the adapter."""
+def drift_items(base_seed: int, images: int, prompts: int | None = None,
+                prompt_set: str = DRIFT_SET) -> list[PromptItem]:
+    """`images` images of each prompt of a drift set (the first `prompts` of them; None: all), seeded by the
+    seed rule like every prompt: an adapted model's and the base model's image of a prompt and index share
+    their seed, so they differ only by the adapter."""
     if not 0 <= images <= MAX_IMAGES_PER_PROMPT:
         raise TloraBenchError(f"drift images per prompt must be from 0 to {MAX_IMAGES_PER_PROMPT:,}, got {images}")
     check_seed(base_seed, "the base seed")
-    bundled = drift_prompts()
+    bundled = drift_prompts(prompt_set)
     if prompts is not None and not 1 <= prompts <= len(bundled):
-        raise TloraBenchError(f"drift prompts must be from 1 to {len(bundled)} (prompts/drift.txt), got {prompts}")
+        raise TloraBenchError(f"drift prompts must be from 1 to {len(bundled)} (prompts/{prompt_set}.txt), got "
+                              f"{prompts}")
     return [PromptItem(template=p, prompt=p, image_index=i, seed=seed_for(p, i, base_seed), is_base=False,
                        kind="drift")
             for p in bundled[:prompts] for i in range(images)]
@@ -101,8 +107,9 @@ def base_template() -> str:
 
 
 def prompt_set_for(concept: Concept) -> str:
-    """The paper's rule: pets take the live set, everything else the object set."""
-    return "live" if concept.live else "object"
+    """The concept's own set when its manifest names one; else the paper's rule: pets take the live set,
+    everything else the object set."""
+    return concept.prompts or ("live" if concept.live else "object")
 
 
 def subject_phrase(concept: Concept, token: str = DEFAULT_TOKEN) -> str:

@@ -389,7 +389,8 @@ def format_plan(plan: Plan, run_dir: Path) -> str:
         per_job = str(images[0]) if len(set(images)) == 1 else f"{min(images)}-{max(images)}"
         lines.append(f"{label:<24} {group[0].train.method:<18} {len(group):>5} {steps:>10} {per_job:>11}")
     # The base model's drift images, once per base seed (docs/evaluation.md, "Overfitting").
-    total_images += sum(len(drift_items(seed, config.drift_images, config.drift_prompts)) for seed in config.seeds)
+    total_images += sum(len(drift_items(seed, config.drift_images, config.drift_prompts, plan.backend.drift_prompts))
+                        for seed in config.seeds)
     lines.append(f"{len(jobs)} jobs ({len(concepts)} concepts x {len(config.seeds)} seeds per variant): "
                  f"{total_steps:,} training steps, {total_images:,} images on {config.model} ({plan.precision})")
     guess = estimate(plan.backend.name, plan.precision, total_steps, total_images, run_dir)  # "tiny": tiny-sdxl

@@ -22,7 +22,7 @@ def synthetic() -> None:
 @click.option("--seed", type=int, default=None, help="Seed of the weights' init, the scenes and the noise.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: the recipe's).")
 def pretrain_command(out: str, steps: int | None, seed: int | None, threads: int | None) -> None:
-    """Pretrain the scene model from scratch on random scenes (CPU; the default recipe takes about 45 minutes on two
+    """Pretrain the scene model from scratch on random scenes (CPU; the default recipe takes about 50 minutes on two
     cores) and save it with its recipe and SHA-256 sums."""
     from dataclasses import replace
 

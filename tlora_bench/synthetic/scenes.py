@@ -88,14 +88,24 @@ def coverage(shape: str, cx: float, cy: float, r: float, resolution: int) -> np.
     return big.reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE).mean(axis=(1, 3))
 
 
+def geometry(scene: Scene, rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """The object's centre x, y and radius as fractions of the width; `rng` jitters them (None: exact)."""
+    jitter = (lambda spread: rng.uniform(-spread, spread)) if rng is not None else (lambda spread: 0.0)
+    cx = POSITIONS[scene.position] + jitter(JITTER["center"])
+    cy = 0.5 + jitter(JITTER["center"])
+    return cx, cy, SIZES[scene.size] * (1 + jitter(JITTER["radius"]))
+
+
 def render(scene: Scene, rng: np.random.Generator | None = None, resolution: int = RESOLUTION) -> np.ndarray:
     """The scene as an RGB uint8 array (resolution x resolution x 3); `rng` jitters the centre and radius
     (None: the exact, unjittered scene)."""
+    return draw(scene, *geometry(scene, rng), resolution=resolution)
+
+
+def draw(scene: Scene, cx: float, cy: float, r: float, resolution: int = RESOLUTION) -> np.ndarray:
+    """The scene with its object at centre (cx, cy) and radius r (fractions of the width)."""
     big = resolution * SUPERSAMPLE
-    jitter = (lambda spread: rng.uniform(-spread, spread)) if rng is not None else (lambda spread: 0.0)
-    cx = (POSITIONS[scene.position] + jitter(JITTER["center"])) * big
-    cy = (0.5 + jitter(JITTER["center"])) * big
-    r = SIZES[scene.size] * (1 + jitter(JITTER["radius"])) * big
+    cx, cy, r = cx * big, cy * big, r * big
     canvas = np.empty((big, big, 3), dtype=np.float64)
     canvas[:] = BACKGROUNDS[scene.background]
     inside = shape_mask(scene.shape, cx, cy, r, big)
