@@ -93,11 +93,7 @@ class SDXLBackend(DiffusionBackend):
 
     def noisy_and_target(self, latents: torch.Tensor, noise: torch.Tensor,
                          t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = t.to(latents.device)
-        noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            return noisy, self.noise_scheduler.get_velocity(latents, noise, t)
-        return noisy, noise  # epsilon prediction (SD-XL base)
+        return ddpm_noisy_and_target(self.noise_scheduler, latents, noise, t)
 
     def predict(self, noisy: torch.Tensor, t: torch.Tensor, conditioning: dict[str, torch.Tensor],
                 examples: Sequence[TrainingExample]) -> torch.Tensor:
@@ -107,3 +103,14 @@ class SDXLBackend(DiffusionBackend):
         return self.denoiser(noisy.to(dtype), t.to(self.device),
                              encoder_hidden_states=conditioning["prompt_embeds"].repeat(batch, 1, 1).to(dtype),
                              added_cond_kwargs=added).sample
+
+
+def ddpm_noisy_and_target(scheduler, latents: torch.Tensor, noise: torch.Tensor,
+                          t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDPM noising and the regression target the scheduler's prediction type asks for (epsilon: SD-XL base;
+    velocity: the synthetic scene model)."""
+    t = t.to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    if scheduler.config.prediction_type == "v_prediction":
+        return noisy, scheduler.get_velocity(latents, noise, t)
+    return noisy, noise

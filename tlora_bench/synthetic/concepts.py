@@ -9,6 +9,7 @@ command reads it as it reads any user manifest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ def manifest_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache  # a pure function of the code: rendered once per process, however often a manifest is asked for
 def rendered_files() -> dict[str, bytes]:
     """Every file of the synthetic manifest's folder by relative path: the manifest, and each concept's views
     (jittered, seeded by concept and view) with their exact masks, as PNG bytes."""
@@ -96,8 +98,7 @@ def concepts_manifest() -> Path:
     from tlora_bench.fileio import replaced_folder
 
     files = rendered_files()
-    digest = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(files.items()))).hexdigest()
-    folder = cache_dir() / "synthetic" / f"concepts-{digest[:12]}"
+    folder = cache_dir() / "synthetic" / f"concepts-{_digest()[:12]}"
     if not (folder / MANIFEST_NAME).is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with replaced_folder(folder) as tmp:
@@ -105,3 +106,9 @@ def concepts_manifest() -> Path:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
     return folder / MANIFEST_NAME
+
+
+@functools.cache
+def _digest() -> str:
+    files = rendered_files()
+    return hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(files.items()))).hexdigest()

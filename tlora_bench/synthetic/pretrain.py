@@ -79,6 +79,7 @@ def pretrain(out: Path, recipe: PretrainRecipe = PretrainRecipe(),
     folder with that name is always complete). Returns the summary written to its recipe file."""
     from diffusers import DDPMScheduler
 
+    from tlora_bench.models.sdxl import ddpm_noisy_and_target
     from tlora_bench.synthetic.model import build_pipeline
 
     torch.set_num_threads(recipe.threads)
@@ -98,10 +99,10 @@ def pretrain(out: Path, recipe: PretrainRecipe = PretrainRecipe(),
         pixels, captions = training_batch(scenes, recipe, rng)
         noise = torch.randn_like(pixels)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(pixels),))
-        noisy = noise_scheduler.add_noise(pixels, noise, t)
+        noisy, target = ddpm_noisy_and_target(noise_scheduler, pixels, noise, t)
         states = pipeline.encode_prompt(captions)
         prediction = pipeline.unet(with_coordinates(noisy), t, encoder_hidden_states=states).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise_scheduler.get_velocity(pixels, noise, t))
+        loss = torch.nn.functional.mse_loss(prediction, target)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, recipe)
         optimizer.zero_grad(set_to_none=True)
