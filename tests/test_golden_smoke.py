@@ -26,6 +26,7 @@ def test_smoke_leaderboard_matches_the_golden_file(tmp_path):
     golden, ours = pd.read_csv(GOLDEN), result.leaderboard
     assert list(ours["method_label"]) == list(golden["method_label"])
     assert set(golden.columns) <= set(ours.columns)
+    assert not [c for c in ours.columns if c.startswith("judged_")]  # no synthetic concept: no judged columns
     for column in golden.columns:
         for label, want, got in zip(golden["method_label"], golden[column], ours[column], strict=True):
             if isinstance(want, float) and math.isnan(want):

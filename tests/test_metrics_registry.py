@@ -23,6 +23,7 @@ from tlora_bench.metrics.registry import (
     get_metric,
     headline_metrics,
     metric_names,
+    metric_scope,
     paper_metrics,
     register_metric,
     registered_metric,
@@ -37,8 +38,13 @@ def _file_brightness(path: Path) -> float:
     return float(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).mean() / 255.0)
 
 
+JUDGED = ["judged_fidelity", "judged_background_leakage", "judged_position_copying", "judged_context"]
+
+
 def test_the_builtins_in_order_with_their_aggregation_and_paper_columns() -> None:
-    assert metric_names() == BUILTINS
+    with metric_scope(JUDGED):  # a run of synthetic concepts: the judges after the built-ins
+        assert metric_names() == BUILTINS + JUDGED
+    assert metric_names() == BUILTINS  # outside a run, or in a run none of whose concepts the judges apply to
     assert metric_names("base") == BUILTINS[:4] and metric_names("contextual") == BUILTINS[4:11]
     assert metric_names("all") == ["diversity"] and metric_names("drift") == ["drift"]
     assert (tuple(BUILTINS[:4]), tuple(BUILTINS[4:11])) == (aggregate.IS_METRICS, aggregate.TS_METRICS)

@@ -167,13 +167,13 @@ def generate(adapter_path: str | Path, images_root: str | Path, *, options: Samp
     `label` names the method folder (default: the adapter's label, e.g. "tlora-64"); `backend`: an
     already loaded backend of the adapter's model (or a LazyBackend of it), left as it was found.
     """
-    from tlora_bench.models import is_tiny
+    from tlora_bench.models import backend_spec
     from tlora_bench.threads import adapt_cpu_threads
 
     options = options or SampleOptions()
     started = time.perf_counter()
     info = read_adapter_info(adapter_path)
-    adapt_cpu_threads(small=is_tiny(info.spec.model))  # one thread for a tiny model (tlora_bench/threads.py)
+    adapt_cpu_threads(small=backend_spec(info.spec.model).one_cpu_thread)  # tlora_bench/threads.py
     label = label or info.label
     concept, items = plan_items(info, options)
     folder = Path(images_root) / label / concept.id

@@ -171,7 +171,8 @@ def resolve_recipe(spec: TrainSpec) -> Recipe:
     config = build_config(method, size, seed=spec.seed, **options)
     size = None if method.size_field is None else getattr(config, method.size_field)
     optimizer = spec.optimizer or backend.optimizer
-    default_lr = 1.0 if optimizer == "prodigy" else method.lr  # Prodigy estimates the step size itself
+    # Prodigy estimates the step size itself.
+    default_lr = 1.0 if optimizer == "prodigy" else method.lr * backend.lr_scale
     return Recipe(label=method.name if size is None else f"{method.name}-{size}", adapter_config=config,
                   steps=spec.steps or backend.default_steps.get(method.name, method.steps), optimizer=optimizer,
                   lr=default_lr if spec.lr is None else spec.lr,

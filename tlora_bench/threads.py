@@ -8,8 +8,9 @@ cycles the late thread needs: beside one CPU-bound process, a smoke run took 5 t
 - waiting threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, set before torch is imported, unless the
   user set it);
 - a tiny model (and the tiny extractors) runs on one thread: its kernels are too small to gain from a second
-  one (10% on 2 cores), while every parallel region pays the barrier; real models keep torch's count, one
-  thread per core, whose large kernels a sleeping wait costs nothing.
+  one (10% on 2 cores), while every parallel region pays the barrier; so does a small real model (a backend
+  marked `small`: the synthetic scene model, 3x faster on one thread than on two with sleeping waits); real
+  models keep torch's count, one thread per core, whose large kernels a sleeping wait costs nothing.
 
 The count depends on the model only, never on the load of the moment: CPU kernels sum in an order that depends
 on the thread count, so a count that followed the load would make a resumed run differ in the last bits from an

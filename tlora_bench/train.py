@@ -212,11 +212,11 @@ def train(spec: TrainSpec, out_dir: str | Path, *, recipe: Recipe | None = None,
     backend of `spec.model` (its denoiser is left as it was found).
     """
     from tlora_bench.adapters import attach_adapters, detach_adapters
-    from tlora_bench.models import is_tiny, load_backend
+    from tlora_bench.models import backend_spec, load_backend
     from tlora_bench.planner.sizes import check_size
     from tlora_bench.threads import adapt_cpu_threads
 
-    adapt_cpu_threads(small=is_tiny(spec.model))  # one thread for a tiny model (tlora_bench/threads.py)
+    adapt_cpu_threads(small=backend_spec(spec.model).one_cpu_thread)  # tlora_bench/threads.py
     out_dir = Path(out_dir)
     adapter_path = out_dir / ADAPTER_FILE
     concept, image_paths = training_images(spec)  # user errors before anything is written or loaded

@@ -41,7 +41,14 @@ from tlora_bench.metrics.extractors import EXTRACTORS, load_extractor, resolve_d
 from tlora_bench.metrics.features import FeatureBank, ImageRef, read_image
 from tlora_bench.metrics.names import CLIP_EXTRACTOR, DEFAULT_DINO, DEFAULT_SEGMENTER, DINO_EXTRACTORS
 from tlora_bench.metrics.overfitting import GRID, background_copy, diversity, drift, layout_copy
-from tlora_bench.metrics.registry import MetricInput, hook_metrics, metric_names, metrics
+from tlora_bench.metrics.registry import (
+    MetricInput,
+    applying_metrics,
+    hook_metrics,
+    metric_names,
+    metric_scope,
+    metrics,
+)
 from tlora_bench.metrics.scores import (
     TS_HEADLINE,
     TS_VARIANTS,
@@ -416,8 +423,15 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     """Score every DIR/<method>/<concept>/images.jsonl against the manifest's real images.
 
     Unreadable images are reported through `on_problem` (one line each) and left out; if nothing at all can
-    be scored, a TloraBenchError says so. Outputs go to `out_dir` (default DIR/evaluation).
+    be scored, a TloraBenchError says so. Outputs go to `out_dir` (default DIR/evaluation). The metrics with
+    `applies_to` are those that apply to a concept of the manifest (`metric_scope`).
     """
+    with metric_scope(applying_metrics(manifest.concepts.values())):
+        return _evaluate_folder(Path(images_dir), manifest, data_root, out_dir, options, on_problem)
+
+
+def _evaluate_folder(images_dir: Path, manifest: Manifest, data_root: Path | None, out_dir: str | Path | None,
+                     options: EvalOptions | None, on_problem: Callable[[str], None] | None) -> EvalResult:
     from tlora_bench.threads import adapt_cpu_threads
 
     options = options or EvalOptions()
@@ -425,7 +439,6 @@ def evaluate_folder(images_dir: str | Path, *, manifest: Manifest, data_root: Pa
     for metric in hook_metrics():
         metric.scorer()  # a hook that cannot be imported fails now, before any model loads
     adapt_cpu_threads(small=options.tiny_models)  # one thread for tiny extractors (tlora_bench/threads.py)
-    images_dir = Path(images_dir)
     out_dir = Path(out_dir) if out_dir else images_dir / EVALUATION_DIR
     folders = find_indexed_folders(images_dir, skip=[out_dir])
     # Each resample draws one value per concept of a method: their number bounds how many fit in memory.
@@ -516,7 +529,7 @@ def format_summary(result: EvalResult) -> str:
     """A plain-text table of per-method means with their intervals, for the terminal."""
     table = result.per_method
     lines = []
-    names = metric_names()
+    names = list(dict.fromkeys(table["metric"]))  # the evaluation's metrics, in registry order
     header = f"{'method':<24} {'rank':>5}  " + "  ".join(f"{m:<22}" for m in names) + "  concepts"
     lines.append(header)
     for keys, group in table.groupby(aggregate.METHOD_KEYS, dropna=False, sort=True):

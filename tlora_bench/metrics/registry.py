@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +66,7 @@ class PaperColumn:
 
 
 ScoreHook = Callable[[MetricInput], float]
+AppliesTo = Callable[["Concept"], bool]
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ class Metric:
     `score(item: MetricInput) -> float` once for every readable generated image (every prompt: `aggregation`
     decides which prompts count). NaN means "no value" and is left out of the means. An exception raised by
     the hook stops the evaluation with a one-line TloraBenchError naming the metric and the image.
+
+    `applies_to` (a callable or "module:attr", `applies_to(concept) -> bool`) limits a hook metric to the concepts
+    it can score, such as the synthetic concepts' exact judges: its other concepts get no value, and a run none
+    of whose concepts it applies to has no column of it at all (`metric_scope`). None: every concept.
     """
 
     name: str
@@ -95,6 +102,7 @@ class Metric:
     paper: PaperColumn | None = None
     headline: bool = True
     score: ScoreHook | str | None = None
+    applies_to: AppliesTo | str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name) or self.name in RESERVED_NAMES:
@@ -104,6 +112,10 @@ class Metric:
             raise unknown_name_error(f"aggregation of metric '{self.name}'", self.aggregation, AGGREGATIONS)
         if isinstance(self.score, str) and ":" not in self.score:
             raise TloraBenchError(f"score hook of metric '{self.name}' must be 'module:attr', got {self.score!r}")
+        if isinstance(self.applies_to, str) and ":" not in self.applies_to:
+            raise TloraBenchError(f"applies_to of metric '{self.name}' must be 'module:attr', got {self.applies_to!r}")
+        if self.applies_to is not None and self.builtin:
+            raise TloraBenchError(f"metric '{self.name}': only a metric with a score hook can have applies_to")
 
     @property
     def builtin(self) -> bool:
@@ -116,8 +128,19 @@ class Metric:
             raise TloraBenchError(f"metric '{self.name}' is built in: it has no score hook")
         return _load_hook(self.name, self.score) if isinstance(self.score, str) else self.score
 
+    def applies(self, concept: Concept) -> bool:
+        """Whether the metric scores this concept's images (`applies_to`; every concept without one)."""
+        if self.applies_to is None:
+            return True
+        check = _load_hook(self.name, self.applies_to, "applies_to") if isinstance(self.applies_to, str) \
+            else self.applies_to
+        return bool(check(concept))
+
     def compute(self, item: MetricInput) -> float:
-        """The hook's score of one image, as a float; any failure is one line naming the metric and the image."""
+        """The hook's score of one image, as a float (NaN for a concept it does not apply to); any failure is
+        one line naming the metric and the image."""
+        if not self.applies(item.concept):
+            return math.nan
         hook = self.scorer()
         try:
             return float(hook(item))
@@ -139,20 +162,22 @@ def _one_line(error: BaseException) -> str:
 
 
 @functools.cache
-def _load_hook(name: str, spec: str) -> ScoreHook:
+def _load_hook(name: str, spec: str, what: str = "score hook") -> Callable:
     try:
-        hook = resolve_object(spec, f"metric '{name}': its score hook")
+        hook = resolve_object(spec, f"metric '{name}': its {what}")
     except TloraBenchError:
         raise
     except Exception as e:  # the plugin module's own import-time failure
-        raise TloraBenchError(f"metric '{name}': cannot load its score hook '{spec}' ({_one_line(e)})") from None
+        raise TloraBenchError(f"metric '{name}': cannot load its {what} '{spec}' ({_one_line(e)})") from None
     if not callable(hook):
-        raise TloraBenchError(f"metric '{name}': its score hook '{spec}' is not callable")
+        raise TloraBenchError(f"metric '{name}': its {what} '{spec}' is not callable")
     return hook
 
 
 METRICS: Registry[Metric] = Registry("metric", entry_points="tlora_bench.metrics", item_type=Metric)
 _BUILTINS: list[Metric] = []  # filled below; only these may come without a score hook
+# The metrics with `applies_to` that the current evaluation or report holds (outside one: none of them).
+_SCOPE: ContextVar[frozenset[str] | None] = ContextVar("metric_scope", default=None)
 
 
 def register_metric(metric: Metric) -> Metric:
@@ -167,9 +192,30 @@ def register_metric(metric: Metric) -> Metric:
 
 
 def metrics(aggregation: str | None = None) -> list[Metric]:
-    """The registered metrics in order, or only those aggregated as `aggregation` ("base" or "contextual")."""
-    every = [METRICS.get(name) for name in METRICS.names()]
+    """The registered metrics in order, or only those aggregated as `aggregation` ("base" or "contextual"); a
+    metric with `applies_to` only inside a `metric_scope` that names it."""
+    scope = _SCOPE.get() or frozenset()
+    every = [m for m in map(METRICS.get, METRICS.names()) if m.applies_to is None or m.name in scope]
     return every if aggregation is None else [m for m in every if m.aggregation == aggregation]
+
+
+def applying_metrics(concepts: Iterable[Concept]) -> frozenset[str]:
+    """The names of the metrics with `applies_to` that apply to at least one of `concepts`."""
+    concepts = list(concepts)
+    return frozenset(m.name for m in map(METRICS.get, METRICS.names())
+                     if m.applies_to is not None and any(map(m.applies, concepts)))
+
+
+@contextlib.contextmanager
+def metric_scope(names: Iterable[str]) -> Iterator[None]:
+    """Within the block, the metrics with `applies_to` are those in `names` only: an evaluation scopes to the
+    ones that apply to its concepts, a report to those its tables hold, so a DreamBooth run's tables have no
+    column for the synthetic concepts' judges."""
+    token = _SCOPE.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 def metric_names(aggregation: str | None = None) -> list[str]:
@@ -240,3 +286,14 @@ _builtin(Metric("layout_area", "Area ratio", higher_is_better=None, aggregation=
 _builtin(Metric("diversity", "Diversity", aggregation="all", scale="mean pairwise 1 - cosine (DINO), 0..2"))
 _builtin(Metric("drift", "Drift", higher_is_better=False, aggregation="drift",
                 scale="1 - cosine (DINO) to the base model's image, 0..2"))
+# The synthetic concepts' exact judges (docs/synthetic.md, "Judged metrics"): scored only where a run holds a
+# synthetic concept, so every other run's tables are as they were.
+_JUDGED = "tlora_bench.metrics.judged"
+_SHARE = "share of images, 0..1"
+for _name, _label, _better, _aggregation in (
+        ("judged_fidelity", "Fidelity (judged)", True, "all"),
+        ("judged_background_leakage", "Background leakage (judged)", False, "contextual"),
+        ("judged_position_copying", "Position copying (judged)", False, "contextual"),
+        ("judged_context", "Context followed (judged)", True, "contextual")):
+    register_metric(Metric(_name, _label, higher_is_better=_better, scale=_SHARE, aggregation=_aggregation,
+                           score=f"{_JUDGED}:{_name}", applies_to=f"{_JUDGED}:applies"))

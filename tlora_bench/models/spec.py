@@ -47,6 +47,9 @@ class BackendSpec:
     # r_min of the rank schedule when none is given; None: r // 2, the paper's SD-XL default. FLUX: 1, the authors'
     # FLUX command (the paper gives none; docs/decisions.md §3).
     default_r_min: int | None = None
+    # The methods' default learning rates (the paper's, for SD-XL) times this: a small model of flat scenes
+    # learns a concept from one image only at a larger step (the synthetic model: docs/decisions.md §10).
+    lr_scale: float = 1.0
     default_precision: str = "fp32"  # a run's precision when its config sets none
     num_train_timesteps: int = 1000  # T of its training scheduler (the rank schedule's T); a load checks it
     aliases: tuple[str, ...] = ()
@@ -54,11 +57,19 @@ class BackendSpec:
     # default source, with no download and no random weights.
     shipped_weights: str | None = None
     drift_prompts: str = "drift"  # its drift set (prompts/<name>.txt): prompts in words the model knows
+    # Kernels too small to gain from a second CPU thread, as a tiny model's (tlora_bench/threads.py): the synthetic
+    # model trains 3x faster on one thread than on two (0.032 s a step against 0.10, docs/performance.md).
+    small: bool = False
 
     @property
     def tiny(self) -> bool:
         """A tiny random model: no hub weights, built locally for tests and smoke runs."""
         return self.hub_id is None and self.shipped_weights is None
+
+    @property
+    def one_cpu_thread(self) -> bool:
+        """Runs on one CPU thread (tlora_bench/threads.py): a tiny model, or a small one."""
+        return self.tiny or self.small
 
     def shipped_folder(self) -> Path | None:
         """The shipped weights' folder in the installed package, or None for a backend that ships none."""

@@ -60,6 +60,7 @@ class JobInfo:
     status: str  # done, failed or unfinished
     folder: Path
     imported: str | None = None  # the adapter file it scored instead of training (job.json `import`)
+    train: dict[str, Any] = field(default_factory=dict)  # job.json `train`: its TrainSpec, steps included
 
     @property
     def train_log(self) -> Path:
@@ -166,7 +167,7 @@ def _read_jobs(root: Path, problems: list[str]) -> list[JobInfo]:
                             identity=job.get("method") if isinstance(job.get("method"), dict) else {},
                             status=status, folder=folder,
                             imported=(job.get("import") or {}).get("file") if isinstance(job.get("import"), dict)
-                            else None))
+                            else None, train=train if isinstance(train, dict) else {}))
     return jobs
 
 

@@ -85,7 +85,7 @@ def save(figure: Figure, folder: Path, name: str) -> Path:
     return folder / f"{name}.png"
 
 
-def _errors(board: pd.DataFrame, metric: str) -> np.ndarray:
+def interval_errors(board: pd.DataFrame, metric: str) -> np.ndarray:
     """(2, n) distances from the mean to the interval's ends (0 where an end is missing)."""
     mean = board[f"{metric}_mean"].to_numpy(float)
     errors = np.abs(np.vstack([mean - board[f"{metric}_ci_low"].to_numpy(float),
@@ -105,8 +105,8 @@ def is_vs_ts(board: pd.DataFrame, order: Sequence[str] | None = None) -> Figure 
     for _, row in board.iterrows():
         label = str(row["method_label"])
         one = board.loc[[row.name]]
-        axes.errorbar(one[f"{text.name}_mean"], one[f"{image.name}_mean"], xerr=_errors(one, text.name),
-                      yerr=_errors(one, image.name), fmt="o", color=colors[label], capsize=3, label=label)
+        axes.errorbar(one[f"{text.name}_mean"], one[f"{image.name}_mean"], xerr=interval_errors(one, text.name),
+                      yerr=interval_errors(one, image.name), fmt="o", color=colors[label], capsize=3, label=label)
         if pd.notna(row["paper_table"]):
             axes.scatter([row[f"paper_{_paper_column(text)}"]], [row[f"paper_{_paper_column(image)}"]], marker="*",
                          s=120, color=colors[label], edgecolor="black", label=f"{label} (paper, {row['paper_table']})")
@@ -138,7 +138,7 @@ def _draw_ours(axes: Axes, metric: Metric, group: pd.DataFrame, colors: dict[str
     """One family: a neutral line through its ranks, each rank's point and interval in its method's colour."""
     ranks = group["rank"].to_numpy(float)
     axes.plot(ranks, group[f"{metric.name}_mean"].to_numpy(float), color=NEUTRAL, linewidth=1, zorder=1)
-    errors = _errors(group, metric.name)
+    errors = interval_errors(group, metric.name)
     for index, (_, row) in enumerate(group.iterrows()):
         axes.errorbar([ranks[index]], [row[f"{metric.name}_mean"]], yerr=errors[:, [index]], fmt=marker,
                       color=colors[str(row["method_label"])], capsize=3, label=str(row["method_label"]), zorder=2)
@@ -381,7 +381,7 @@ def _interval(board: pd.DataFrame, column: str) -> np.ndarray | None:
     stem = column.removesuffix("_mean")
     if column == stem or not {f"{stem}_ci_low", f"{stem}_ci_high"} <= set(board.columns):
         return None
-    return _errors(board, stem)
+    return interval_errors(board, stem)
 
 
 def _log_worthy(values: np.ndarray) -> bool:
@@ -453,9 +453,12 @@ def make_plots(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, fold
                on_problem: Callable[[str], None]) -> dict[str, Path]:
     """Every figure the folder has data for: name -> PNG path (an SVG and a PDF lie beside each). Every figure
     colours and orders the methods as the leaderboard's rows."""
+    from tlora_bench.report.leakage import fidelity_vs_leakage  # it imports this module
+
     order = [str(label) for label in board["method_label"]]
     figures = {"is_vs_ts": is_vs_ts(board, order), "by_rank": by_rank(board, run.model, order),
                "heat_map": heat_map(concepts, order), "loss": loss_curves(run.jobs, order),
                "effective_rank": effective_ranks(run.jobs, on_problem=on_problem, order=order),
-               **{f"pareto_{f.name}": pareto_plot(board, f, order) for f in FRONTIERS}}
+               **{f"pareto_{f.name}": pareto_plot(board, f, order) for f in FRONTIERS},
+               "fidelity_vs_leakage": fidelity_vs_leakage(board, run.jobs, order)}
     return {name: save(figure, folder, name) for name, figure in figures.items() if figure is not None}
