@@ -41,10 +41,31 @@ def test_two_recipes_of_one_method_are_named_by_their_first_label_and_mixed_leng
     assert recipe_lengths(jobs) == {"slow": ("slow", 200), "slow-long": ("slow", 600), "fast": ("fast", 200)}
 
 
+def per_concept(values: dict[str, list[tuple[float, float]]]) -> pd.DataFrame:
+    """label -> one (fidelity, leakage) per concept, as per_concept.csv holds them."""
+    rows = [{"method_label": label, "concept": f"c{i}", "judged_fidelity": f, "judged_background_leakage": x,
+             "judged_position_copying": x} for label, pairs in values.items() for i, (f, x) in enumerate(pairs)]
+    return pd.DataFrame(rows)
+
+
+def test_seeds_are_averaged_within_a_concept_and_lengths_pooled_into_one_recipe():
+    from tlora_bench.report.leakage import pooled_lengths
+
+    jobs = [job("lora.seed0", "lora-4", 200), job("lora.seed1", "lora-4", 200, seed=1), job("long", "lora-4", 600)]
+    table = pooled_lengths(per_concept({"lora.seed0": [(1.0, 0.0), (0.0, 0.0)], "lora.seed1": [(0.0, 1.0), (0.0, 0.0)],
+                                        "long": [(1.0, 1.0), (1.0, 0.5)]}), jobs)
+    rows = zip(table["recipe"], table["steps"], table["n_concepts"], strict=True)
+    assert list(rows) == [("lora-4", 200, 2), ("lora-4", 600, 2)]
+    assert list(table["judged_fidelity_mean"]) == [0.25, 1.0]  # concept 0: (1 + 0) / 2, concept 1: 0
+    assert list(table["judged_background_leakage_mean"]) == [0.25, 0.75]
+    assert (table["judged_fidelity_ci_low"] <= table["judged_fidelity_mean"]).all()
+
+
 def test_one_line_per_recipe_through_its_lengths_in_step_order():
     jobs = [job("lora-600", "lora-4", 600), job("lora-200", "lora-4", 200), job("tlora-600", "tlora-4", 600)]
-    figure = fidelity_vs_leakage(board(["lora-600", "lora-200", "tlora-600"], [0.9, 0.4, 0.8], [0.5, 0.1, 0.2]),
-                                 jobs, order=["lora-600", "lora-200", "tlora-600"])
+    figure = fidelity_vs_leakage(per_concept({"lora-600": [(0.9, 0.5)], "lora-200": [(0.4, 0.1)],
+                                              "tlora-600": [(0.8, 0.2)]}), jobs,
+                                 order=["lora-600", "lora-200", "tlora-600"])
     left = figure.axes[0]
     curves = [(list(line.get_xdata()), list(line.get_ydata())) for line in left.get_lines()
               if line.get_linestyle() == "-"]  # not the points' markers or the intervals' caps
@@ -54,7 +75,7 @@ def test_one_line_per_recipe_through_its_lengths_in_step_order():
 
 
 def test_no_figure_without_the_judged_metrics():
-    plain = board(["lora"], [0.5], [0.5]).drop(columns=["judged_fidelity_mean"])
+    plain = per_concept({"lora": [(0.5, 0.5)]}).drop(columns=["judged_fidelity"])
     assert fidelity_vs_leakage(plain, [job("lora", "lora-4", 200)]) is None
 
 

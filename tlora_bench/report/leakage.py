@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from tlora_bench.metrics.aggregate import bootstrap_ci
 from tlora_bench.metrics.registry import get_metric
 from tlora_bench.report.inputs import JobInfo
 from tlora_bench.report.plots import interval_errors, method_colors
@@ -46,27 +48,47 @@ def _recipe_key(train: dict[str, Any]) -> str:
     return repr(sorted((k, repr(v)) for k, v in train.items() if k not in _NOT_RECIPE))
 
 
-def fidelity_vs_leakage(board: pd.DataFrame, jobs: list[JobInfo],
-                        order: Sequence[str] | None = None) -> Figure | None:
-    """Judged fidelity against background leakage and against position copying, one point per method label
-    with its 95% intervals, a line through each recipe's training lengths (labelled with its steps); None
-    without the judged metrics (a run with no synthetic concept)."""
-    columns = [f"{FIDELITY}_mean", *(f"{name}_mean" for name in LEAKAGES)]
-    if not set(columns) <= set(board.columns):
+def pooled_lengths(concepts: pd.DataFrame, jobs: list[JobInfo]) -> pd.DataFrame | None:
+    """One row per (recipe, steps) in the order first met: each judged metric's mean over concepts, a concept's
+    value the mean over its seed labels (`.seed<s>`: one training each), with a 95% bootstrap interval over
+    concepts (docs/decisions.md section 5); None without the judged metrics or a recipe with steps."""
+    names = [FIDELITY, *LEAKAGES]
+    if not set(names) <= set(concepts.columns):
         return None
-    board = board.dropna(subset=columns)
     lengths = recipe_lengths(jobs)
-    board = board[board["method_label"].astype(str).isin(lengths)]
-    if board.empty:
+    rows = concepts[concepts["method_label"].astype(str).isin(lengths)]
+    if rows.empty:
         return None
-    board = board.assign(recipe=[lengths[str(label)][0] for label in board["method_label"]],
-                         steps=[lengths[str(label)][1] for label in board["method_label"]])
+    rows = rows.assign(recipe=[lengths[str(label)][0] for label in rows["method_label"]],
+                       steps=[lengths[str(label)][1] for label in rows["method_label"]])
+    by_concept = rows.groupby(["recipe", "steps", "concept"], sort=False)[names].mean()
+    out = []
+    for (recipe, steps), group in by_concept.groupby(level=[0, 1], sort=False):
+        row = {"recipe": recipe, "steps": int(steps), "n_concepts": len(group)}
+        for name in names:
+            values = group[name].dropna().sort_index(level="concept").to_numpy()
+            low, high = bootstrap_ci(values)
+            row.update({f"{name}_mean": values.mean() if values.size else float("nan"),
+                        f"{name}_ci_low": low, f"{name}_ci_high": high})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def fidelity_vs_leakage(concepts: pd.DataFrame, jobs: list[JobInfo],
+                        order: Sequence[str] | None = None) -> Figure | None:
+    """Judged fidelity against background leakage and against position copying (`pooled_lengths`): a line
+    through each recipe's training lengths, each point labelled with its steps and drawn with its 95% intervals;
+    None without the judged metrics (a run with no synthetic concept)."""
+    table = pooled_lengths(concepts, jobs)
+    if table is None:
+        return None
+    lengths = recipe_lengths(jobs)
     colors = method_colors([*(lengths[str(label)][0] for label in order or () if str(label) in lengths),
-                            *board["recipe"]])
+                            *table["recipe"]])
     figure = Figure(figsize=(11, 4.8))
     for index, leakage in enumerate(LEAKAGES):
         axes = figure.add_subplot(1, len(LEAKAGES), index + 1)
-        for recipe, group in board.groupby("recipe", sort=False):
+        for recipe, group in table.groupby("recipe", sort=False):
             group = group.sort_values("steps")
             color = colors[str(recipe)]
             axes.plot(group[f"{leakage}_mean"], group[f"{FIDELITY}_mean"], color=color, alpha=0.6)
@@ -76,10 +98,11 @@ def fidelity_vs_leakage(board: pd.DataFrame, jobs: list[JobInfo],
             for _, row in group.iterrows():
                 axes.annotate(f"{row['steps']}", (row[f"{leakage}_mean"], row[f"{FIDELITY}_mean"]),
                               textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-        axes.set(xlabel=f"{get_metric(leakage).label} (lower is better)", xlim=(-0.03, 1.03), ylim=(-0.03, 1.03),
-                 ylabel=f"{get_metric(FIDELITY).label} (higher is better)")
+        right = float(np.nanmax(table[f"{leakage}_ci_high"].to_numpy(float), initial=0.0))
+        axes.set(xlabel=f"{get_metric(leakage).label} (lower is better)", xlim=(-0.02, min(1.02, right + 0.05)),
+                 ylim=(-0.03, 1.03), ylabel=f"{get_metric(FIDELITY).label} (higher is better)")
         if index == 0:
             axes.legend(fontsize=7, title="method (points: training steps)", title_fontsize=7)
-    figure.suptitle("Fidelity against leakage over training length (exact judges)")
+    figure.suptitle("Fidelity against leakage over training length (exact judges; mean over concepts, 95% intervals)")
     figure.tight_layout()
     return figure

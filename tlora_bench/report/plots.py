@@ -460,5 +460,5 @@ def make_plots(run: RunFolder, board: pd.DataFrame, concepts: pd.DataFrame, fold
                "heat_map": heat_map(concepts, order), "loss": loss_curves(run.jobs, order),
                "effective_rank": effective_ranks(run.jobs, on_problem=on_problem, order=order),
                **{f"pareto_{f.name}": pareto_plot(board, f, order) for f in FRONTIERS},
-               "fidelity_vs_leakage": fidelity_vs_leakage(board, run.jobs, order)}
+               "fidelity_vs_leakage": fidelity_vs_leakage(concepts, run.jobs, order)}
     return {name: save(figure, folder, name) for name, figure in figures.items() if figure is not None}
