@@ -290,10 +290,9 @@ _builtin(Metric("drift", "Drift", higher_is_better=False, aggregation="drift",
 # synthetic concept, so every other run's tables are as they were.
 _JUDGED = "tlora_bench.metrics.judged"
 _SHARE = "share of images, 0..1"
-for _name, _label, _better, _aggregation in (
-        ("judged_fidelity", "Fidelity (judged)", True, "all"),
-        ("judged_background_leakage", "Background leakage (judged)", False, "contextual"),
-        ("judged_position_copying", "Position copying (judged)", False, "contextual"),
-        ("judged_context", "Context followed (judged)", True, "contextual")):
+JUDGED_METRICS = ("judged_fidelity", "judged_background_leakage", "judged_position_copying", "judged_context")
+for _name, _label, _better, _aggregation in zip(JUDGED_METRICS, (
+        "Fidelity (judged)", "Background leakage (judged)", "Position copying (judged)", "Context followed (judged)"),
+        (True, False, False, True), ("all", "contextual", "contextual", "contextual"), strict=True):
     register_metric(Metric(_name, _label, higher_is_better=_better, scale=_SHARE, aggregation=_aggregation,
                            score=f"{_JUDGED}:{_name}", applies_to=f"{_JUDGED}:applies"))

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tlora_bench.metrics.registry import metrics
+from tlora_bench.metrics.registry import JUDGED_METRICS, metrics
 
-JUDGED_PREFIX = "judged_"
 MIN_LABELS = 3  # a rank correlation of two points is always +-1
 
 
 def judge_agreement(board: pd.DataFrame) -> pd.DataFrame | None:
     """One row per (feature metric, judged metric): Spearman's rho over the labels with both means, and their
     number; None when the board has no judged metric or too few labels."""
-    judged = [c.removesuffix("_mean") for c in board.columns if c.startswith(JUDGED_PREFIX) and c.endswith("_mean")]
-    features = [m.name for m in metrics() if not m.name.startswith(JUDGED_PREFIX) and f"{m.name}_mean" in board]
+    judged = [name for name in JUDGED_METRICS if f"{name}_mean" in board]
+    features = [m.name for m in metrics() if m.name not in JUDGED_METRICS and f"{m.name}_mean" in board]
     if not judged or len(board) < MIN_LABELS:
         return None
     rows = []

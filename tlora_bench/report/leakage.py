@@ -14,12 +14,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tlora_bench.metrics.aggregate import bootstrap_ci
-from tlora_bench.metrics.registry import get_metric
+from tlora_bench.metrics.registry import JUDGED_METRICS, get_metric
 from tlora_bench.report.inputs import JobInfo
 from tlora_bench.report.plots import interval_errors, method_colors
 
-FIDELITY = "judged_fidelity"
-LEAKAGES = ("judged_background_leakage", "judged_position_copying")
+FIDELITY = JUDGED_METRICS[0]
+LEAKAGES = JUDGED_METRICS[1:3]  # background leakage, position copying
 # What a training length does not change: the keys of a job's TrainSpec that differ between its lengths' jobs
 # or between the concepts and seeds of one variant.
 _NOT_RECIPE = ("steps", "concept", "seed", "manifest", "data_dir", "checkpoint_every")
